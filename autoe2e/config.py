@@ -1,0 +1,228 @@
+"""Typed configuration shared by the CLI and the Flyte tasks.
+
+Every stage takes one dataclass with defaults; the CLI fills it from flags / a JSON file and the
+Flyte tasks accept it as a typed input, so both run the same code with the same knobs.
+Lists (not tuples) are used so flytekit can serialise every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+def _require(condition: bool, name: str, value: Any, fix: str) -> None:
+    if not condition:
+        raise ConfigError(f"config field {name}={value!r} is invalid: {fix}")
+
+
+@dataclass
+class GenerateConfig:
+    """Parameters of the procedural multi-camera driving world (`autoe2e generate`)."""
+
+    num_episodes: int = 16
+    duration_s: float = 24.0
+    seed: int = 0
+    cameras: list[str] = field(default_factory=lambda: ["front", "left", "right", "rear"])
+    image_width: int = 224
+    image_height: int = 128
+    horizontal_fov_deg: float = 100.0
+    camera_fps: float = 30.0
+    telemetry_hz: float = 30.0
+    # Scenario mix: probabilities per episode / per road segment.
+    curve_probability: float = 0.55
+    s_bend_probability: float = 0.25
+    lead_vehicle_probability: float = 0.6
+    stop_event_probability: float = 0.5
+    oncoming_traffic_density: float = 0.5
+    max_speed_mps: float = 20.0
+    max_lateral_accel_mps2: float = 2.5
+    comfortable_decel_mps2: float = 3.0
+    crf: int = 23
+
+    def validate(self) -> GenerateConfig:
+        _require(self.num_episodes >= 1, "num_episodes", self.num_episodes, "use >= 1")
+        _require(self.duration_s >= 12.0, "duration_s", self.duration_s, "use >= 12 s")
+        _require(len(self.cameras) >= 1, "cameras", self.cameras, "name at least one camera")
+        _require(len(set(self.cameras)) == len(self.cameras), "cameras", self.cameras, "unique")
+        for name in ("image_width", "image_height"):
+            value = getattr(self, name)
+            _require(value >= 16 and value % 2 == 0, name, value, "use an even number >= 16")
+        _require(self.camera_fps > 0, "camera_fps", self.camera_fps, "use > 0")
+        _require(self.telemetry_hz >= 10, "telemetry_hz", self.telemetry_hz, "use >= 10")
+        return self
+
+
+@dataclass
+class PrepareConfig:
+    """How raw episodes become training samples (`autoe2e prepare`)."""
+
+    image_width: int = 112
+    image_height: int = 64
+    jpeg_quality: int = 90
+    reactive_hz: float = 10.0
+    #: 1 Hz world-model window offsets in seconds (history ends at the sample time).
+    history_offsets_s: list[float] = field(default_factory=lambda: [-3.0, -2.0, -1.0, 0.0])
+    future_offsets_s: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0])
+    ego_history_steps: int = 64
+    trajectory_steps: int = 64
+    trajectory_dt_s: float = 0.1
+    map_raster_size: int = 64
+    map_resolution_m: float = 1.5
+    #: Keep every n-th 10 Hz tick as a sample (1 = every tick).
+    sample_stride: int = 1
+    #: Max distance between a grid time and the chosen frame; None = half a source frame period.
+    tolerance_s: float | None = None
+    #: Cameras to export, in this order; empty = the episode's own list.
+    cameras: list[str] = field(default_factory=list)
+    shard_target_bytes: int = 256 * 1024 * 1024
+    row_group_target_bytes: int = 64 * 1024 * 1024
+    decode_threads: int = 0
+
+    def validate(self) -> PrepareConfig:
+        for name in ("image_width", "image_height"):
+            value = getattr(self, name)
+            _require(value >= 16, name, value, "use >= 16 pixels")
+        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "use 1..100")
+        _require(self.reactive_hz > 0, "reactive_hz", self.reactive_hz, "use > 0")
+        for name in ("history_offsets_s", "future_offsets_s"):
+            offsets = getattr(self, name)
+            _require(len(offsets) >= 1, name, offsets, "give at least one offset")
+            _require(offsets == sorted(offsets), name, offsets, "sort offsets ascending")
+            for off in offsets:
+                ticks = off * self.reactive_hz
+                _require(abs(ticks - round(ticks)) < 1e-6, name, offsets, "offsets on the 10 Hz grid")
+        _require(self.history_offsets_s[-1] == 0.0, "history_offsets_s", self.history_offsets_s,
+                 "end the history window at 0.0 (the sample time)")
+        _require(self.future_offsets_s[0] > 0, "future_offsets_s", self.future_offsets_s,
+                 "future offsets must be > 0")
+        _require(self.ego_history_steps >= 2, "ego_history_steps", self.ego_history_steps, ">= 2")
+        _require(self.trajectory_steps >= 1, "trajectory_steps", self.trajectory_steps, ">= 1")
+        _require(self.map_raster_size >= 8, "map_raster_size", self.map_raster_size, ">= 8")
+        _require(self.sample_stride >= 1, "sample_stride", self.sample_stride, ">= 1")
+        _require(self.tolerance_s is None or self.tolerance_s > 0, "tolerance_s", self.tolerance_s,
+                 "use a positive number of seconds or null")
+        _require(self.shard_target_bytes >= 1 << 20, "shard_target_bytes",
+                 self.shard_target_bytes, ">= 1 MiB")
+        return self
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the AutoE2E model (reactive planner + world action model)."""
+
+    name: str = "demo"
+    backbone: str = "resnet10t"
+    pretrained: bool = False
+    #: Local path to backbone weights (state dict); empty = random init or hub when pretrained.
+    weights_path: str = ""
+    image_height: int = 64
+    image_width: int = 112
+    max_cameras: int = 8
+    embed_dim: int = 128
+    map_channels: int = 3
+    map_raster_size: int = 64
+    ego_history_steps: int = 64
+    ego_features: int = 4
+    trajectory_steps: int = 64
+    history_len: int = 4
+    future_steps: int = 4
+    frame_embed_dim: int = 224
+    #: Backbone feature maps are pooled to this grid for the JEPA targets.
+    target_grid: int = 2
+    use_world_model: bool = True
+    stop_gradient_world_model: bool = True
+
+    @property
+    def visual_history_dim(self) -> int:
+        return self.history_len * self.frame_embed_dim
+
+    def validate(self) -> ModelConfig:
+        _require(self.max_cameras >= 1, "max_cameras", self.max_cameras, ">= 1")
+        _require(self.history_len >= 1, "history_len", self.history_len, ">= 1")
+        _require(self.future_steps >= 1, "future_steps", self.future_steps, ">= 1")
+        _require(self.embed_dim % 8 == 0, "embed_dim", self.embed_dim, "a multiple of 8")
+        return self
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings for `autoe2e train`."""
+
+    epochs: int = 4
+    max_steps: int = 0  # 0 = no limit beyond epochs
+    time_budget_s: float = 0.0  # 0 = no wall-clock limit
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    jepa_weight: float = 0.2
+    ema_momentum_start: float = 0.996
+    ema_momentum_end: float = 1.0
+    precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU; or "bf16" / "fp32"
+    num_workers: int = 0
+    seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    log_every_steps: int = 10
+    experiment: str = "autoe2e"
+
+    def validate(self) -> TrainConfig:
+        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _require(self.grad_accum_steps >= 1, "grad_accum_steps", self.grad_accum_steps, ">= 1")
+        _require(self.lr > 0, "lr", self.lr, "> 0")
+        _require(self.precision in ("auto", "bf16", "fp32"), "precision", self.precision,
+                 "one of auto, bf16, fp32 (fp16 + GradScaler skipped every step upstream)")
+        _require(0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1
+                 and self.val_fraction + self.test_fraction < 1,
+                 "val_fraction/test_fraction", (self.val_fraction, self.test_fraction),
+                 "fractions in [0, 1) that sum to < 1")
+        return self
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on held-out episodes (`autoe2e evaluate`)."""
+
+    batch_size: int = 64
+    #: Horizons (seconds) at which displacement errors are reported.
+    horizons_s: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 6.4])
+    #: Registration gate (upstream used ADE < 2.0 m and FDE < 4.0 m).
+    max_ade_m: float = 2.0
+    max_fde_m: float = 4.0
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config dataclass, rejecting unknown keys with a message that lists the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} field(s) {unknown}; known fields are {sorted(known)}"
+        )
+    return cls(**data)
+
+
+def load_json(cls: type[T], path: str | Path) -> T:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+    return from_dict(cls, data)

@@ -1,0 +1,1 @@
+"""Training-sample contract, shard IO, manifest and dataset."""

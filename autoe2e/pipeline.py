@@ -1,0 +1,121 @@
+"""The three stages as plain functions with one output layout, shared by the CLI and Flyte tasks.
+
+Layout under OUT_URI (local path or s3://)::
+
+    dataset/manifest.json, dataset/shards/...   prepare
+    training/...                                 checkpoints (best + last)
+    evaluation/report.json                       held-out metrics vs baselines
+    summary.json                                 where everything is, plus the headline numbers
+    mlflow/                                      embedded MLflow store (only when OUT_URI is local
+                                                 and MLFLOW_TRACKING_URI is unset)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autoe2e import storage
+from autoe2e.config import EvalConfig, ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+DATASET_DIR = "dataset"
+TRAINING_DIR = "training"
+EVALUATION_DIR = "evaluation"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class PipelineSummary:
+    """What a finished run produced; also written to OUT_URI/summary.json."""
+
+    manifest_uri: str
+    checkpoint_uri: str
+    report_uri: str
+    mlflow_run_id: str
+    tracking_uri: str
+    model_ade_m: float
+    model_fde_m: float
+    constant_velocity_ade_m: float
+    constant_velocity_fde_m: float
+    gate_passed: bool
+    registered_model_version: str = ""
+    headline: list[str] = field(default_factory=list)
+
+
+def prepare_stage(episodes_uri: str, out_uri: str, config: PrepareConfig):
+    from autoe2e.data.prepare import prepare_dataset
+
+    return prepare_dataset(episodes_uri, storage.join_uri(out_uri, DATASET_DIR), config.validate())
+
+
+def train_stage(manifest_uri: str, out_uri: str, model_config: ModelConfig,
+                train_config: TrainConfig):
+    from autoe2e.training import train
+
+    tracker = Tracker.for_output(out_uri, experiment=train_config.experiment)
+    return train(
+        manifest_uri,
+        storage.join_uri(out_uri, TRAINING_DIR),
+        model_config.validate(),
+        train_config.validate(),
+        tracking=tracker,
+    )
+
+
+def evaluate_stage(manifest_uri: str, checkpoint_uri: str, out_uri: str, eval_config: EvalConfig,
+                   run_id: str) -> PipelineSummary:
+    from autoe2e.evaluation import evaluate
+
+    tracker = Tracker.for_output(out_uri, run_id=run_id)
+    report_dir = storage.join_uri(out_uri, EVALUATION_DIR)
+    report = evaluate(manifest_uri, checkpoint_uri, report_dir, eval_config, tracking=tracker)
+    summary = summarize(report, manifest_uri, checkpoint_uri,
+                        storage.join_uri(report_dir, "report.json"), run_id, tracker.tracking_uri)
+    storage.write_bytes(storage.join_uri(out_uri, SUMMARY_FILE),
+                        json.dumps(asdict(summary), indent=2).encode())
+    return summary
+
+
+def summarize(report: dict[str, Any], manifest_uri: str, checkpoint_uri: str, report_uri: str,
+              run_id: str, tracking_uri: str) -> PipelineSummary:
+    model = report["planner"]["model"]
+    cv = report["planner"]["baselines"]["constant_velocity"]
+    gate = report["gate"]
+    headline = [
+        f"held-out episodes  : {report.get('num_episodes', '?')} "
+        f"({report.get('num_samples', '?')} samples)",
+        f"AutoE2E            : ADE {model['ade_m']:.2f} m  FDE {model['fde_m']:.2f} m",
+    ]
+    for name, metrics in report["planner"]["baselines"].items():
+        headline.append(f"{name:<19}: ADE {metrics['ade_m']:.2f} m  FDE {metrics['fde_m']:.2f} m")
+    headline.append(f"registration gate  : {'passed' if gate['passed'] else 'failed'} "
+                    f"({'; '.join(gate.get('reasons', [])) or 'all checks passed'})")
+    return PipelineSummary(
+        manifest_uri=manifest_uri,
+        checkpoint_uri=checkpoint_uri,
+        report_uri=report_uri,
+        mlflow_run_id=run_id,
+        tracking_uri=tracking_uri,
+        model_ade_m=float(model["ade_m"]),
+        model_fde_m=float(model["fde_m"]),
+        constant_velocity_ade_m=float(cv["ade_m"]),
+        constant_velocity_fde_m=float(cv["fde_m"]),
+        gate_passed=bool(gate["passed"]),
+        registered_model_version=str(report.get("registered_model_version", "") or ""),
+        headline=headline,
+    )
+
+
+def run_pipeline(episodes_uri: str, out_uri: str, *, prepare_config: PrepareConfig,
+                 model_config: ModelConfig, train_config: TrainConfig,
+                 eval_config: EvalConfig) -> PipelineSummary:
+    """prepare -> train -> evaluate in one process (the Flyte workflow runs the same stages)."""
+    prepared = prepare_stage(episodes_uri, out_uri, prepare_config)
+    trained = train_stage(prepared.manifest_uri, out_uri, model_config, train_config)
+    return evaluate_stage(prepared.manifest_uri, trained.checkpoint_uri, out_uri, eval_config,
+                          trained.run_id)

@@ -1,0 +1,44 @@
+"""prepare -> train -> evaluate as one Flyte workflow, plus its launch plans.
+
+Local:   pyflyte run workflows/pipeline.py autoe2e_pipeline --episodes_uri DIR --out_uri DIR
+Remote:  pyflyte run --remote --image IMAGE workflows/pipeline.py autoe2e_pipeline \
+             --episodes_uri s3://bucket/episodes --out_uri s3://bucket/runs/NAME
+"""
+
+from __future__ import annotations
+
+import os
+
+from flytekit import CronSchedule, LaunchPlan, workflow
+
+from autoe2e.config import EvalConfig, ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.pipeline import PipelineSummary
+from tasks.stages import evaluate_model, prepare_dataset, train_model
+
+
+@workflow
+def autoe2e_pipeline(
+    episodes_uri: str,
+    out_uri: str,
+    prepare_config: PrepareConfig = PrepareConfig(),
+    model_config: ModelConfig = ModelConfig(),
+    train_config: TrainConfig = TrainConfig(),
+    eval_config: EvalConfig = EvalConfig(),
+) -> PipelineSummary:
+    dataset = prepare_dataset(episodes_uri=episodes_uri, out_uri=out_uri, config=prepare_config)
+    model = train_model(dataset=dataset, out_uri=out_uri, model_config=model_config,
+                        train_config=train_config)
+    return evaluate_model(dataset=dataset, model=model, out_uri=out_uri, eval_config=eval_config)
+
+
+#: Nightly retraining at 03:00 UTC. Inputs come from the registering environment so each
+#: deployment points at its own buckets; activate with `pyflyte register --activate-launchplans`.
+nightly_retraining = LaunchPlan.get_or_create(
+    workflow=autoe2e_pipeline,
+    name="autoe2e_nightly_retraining",
+    schedule=CronSchedule(schedule="0 3 * * *"),
+    default_inputs={
+        "episodes_uri": os.environ.get("AUTOE2E_EPISODES_URI", "s3://autoe2e-datasets/episodes"),
+        "out_uri": os.environ.get("AUTOE2E_NIGHTLY_OUT_URI", "s3://autoe2e-artifacts/nightly"),
+    },
+)
