@@ -5,7 +5,7 @@
     autoe2e train MANIFEST_URI OUT_URI             train AutoE2E, track in MLflow
     autoe2e evaluate MANIFEST_URI CHECKPOINT OUT   held-out ADE/FDE vs baselines -> report.json
     autoe2e pipeline EPISODES_URI OUT_URI          prepare -> train -> evaluate in one process
-    autoe2e demo                                   generate the demo world and run the Flyte workflow
+    autoe2e demo                                   demo world + the Flyte workflow, locally
 
 Each stage takes its typed config from `--config FILE.json` and/or `--set field=value` (value
 parsed as JSON when possible), e.g. `--set epochs=2 --set lr=3e-4`.
@@ -100,33 +100,33 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    config = _cfg(args, PrepareConfig)
     from autoe2e.data.prepare import prepare_dataset
 
-    _emit(prepare_dataset(args.episodes_uri, args.out_uri, _cfg(args, PrepareConfig)))
+    _emit(prepare_dataset(args.episodes_uri, args.out_uri, config))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from autoe2e.tracking import Tracker
-    from autoe2e.training import train
+    model_config, train_config = _cfg(args, ModelConfig, "model"), _cfg(args, TrainConfig)
+    from autoe2e.pipeline import train_stage
 
-    tracker = Tracker.for_output(args.out_uri, experiment=_cfg(args, TrainConfig).experiment)
-    result = train(
-        args.manifest_uri,
-        args.out_uri,
-        _cfg(args, ModelConfig, "model"),
-        _cfg(args, TrainConfig),
-        tracking=tracker,
-    )
-    _emit(result)
+    _emit(train_stage(args.manifest_uri, args.out_uri, model_config, train_config))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from autoe2e.evaluation import evaluate
-    from autoe2e.tracking import Tracker
+    config = _cfg(args, EvalConfig)
+    from autoe2e.pipeline import evaluate_stage
 
-    tracker = Tracker.for_output(args.out_uri, run_id=args.run_id) if args.run_id else None
-    _emit(evaluate(args.manifest_uri, args.checkpoint_uri, args.out_uri, _cfg(args, EvalConfig),
-                   tracking=tracker))
+    if args.run_id:
+        _emit(
+            evaluate_stage(
+                args.manifest_uri, args.checkpoint_uri, args.out_uri, config, args.run_id
+            )
+        )
+        return
+    from autoe2e.evaluation import evaluate
+
+    _emit(evaluate(args.manifest_uri, args.checkpoint_uri, args.out_uri, config))
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
@@ -178,7 +178,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
         str(run_dir),
     ]
     if args.train_set:
-        cmd += ["--train_config", json.dumps(to_dict(build_config(TrainConfig, None, args.train_set)))]
+        cmd += [
+            "--train_config",
+            json.dumps(to_dict(build_config(TrainConfig, None, args.train_set))),
+        ]
     log.info("running: %s", shlex.join(cmd))
     proc = subprocess.run(cmd, cwd=root, env=env, check=False)
     if proc.returncode != 0:
@@ -194,14 +197,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for line in summary.get("headline", []):
         print(line)
     if summary.get("tracking_uri", "").startswith("sqlite:"):
-        print(f"open the MLflow UI : {Path(sys.executable).parent / 'mlflow'} ui "
-              f"--backend-store-uri {summary['tracking_uri']}  (then http://127.0.0.1:5000)")
+        print(
+            f"open the MLflow UI : {Path(sys.executable).parent / 'mlflow'} ui "
+            f"--backend-store-uri {summary['tracking_uri']}  (then http://127.0.0.1:5000)"
+        )
     print(f"total demo time    : {total:.0f} s")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autoe2e", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="autoe2e", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -235,8 +241,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="prepare -> train -> evaluate without Flyte")
     p.add_argument("episodes_uri")
     p.add_argument("out_uri")
-    for prefix, what in (("prepare", "PrepareConfig"), ("model", "ModelConfig"),
-                         ("train", "TrainConfig"), ("eval", "EvalConfig")):
+    for prefix, what in (
+        ("prepare", "PrepareConfig"),
+        ("model", "ModelConfig"),
+        ("train", "TrainConfig"),
+        ("eval", "EvalConfig"),
+    ):
         _add_config_args(p, prefix, what)
     p.set_defaults(func=cmd_pipeline)
 

@@ -174,7 +174,9 @@ class EpisodeMeta:
                     "use intrinsics {fx, fy, cx, cy, width, height}, "
                     "extrinsics {x_m, y_m, z_m, yaw_rad, pitch_rad, roll_rad}, start_time_s",
                 ) from exc
-        return cls(episode_id=episode_id, cameras=list(cameras), camera_fps=float(fps), camera_info=info)
+        return cls(
+            episode_id=episode_id, cameras=list(cameras), camera_fps=float(fps), camera_info=info
+        )
 
 
 def ego_schema() -> pa.Schema:
@@ -205,7 +207,8 @@ def check_ego_table(table: pa.Table, episode_id: str) -> None:
             first = int(np.flatnonzero(bad)[0])
             raise EpisodeContractError(
                 episode_id,
-                f"{EGO_FILE} column {name} has {int(bad.sum())} NaN/inf values (first at row {first})",
+                f"{EGO_FILE} column {name} has {int(bad.sum())} NaN/inf values "
+                f"(first at row {first})",
                 "drop or repair those rows before export",
             )
     t = np.asarray(table.column("timestamp_s").to_numpy(), dtype=np.float64)

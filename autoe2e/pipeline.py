@@ -3,9 +3,9 @@
 Layout under OUT_URI (local path or s3://)::
 
     dataset/manifest.json, dataset/shards/...   prepare
-    training/...                                 checkpoints (best + last)
-    evaluation/report.json                       held-out metrics vs baselines
-    summary.json                                 where everything is, plus the headline numbers
+    runs/<mlflow run id>/training/...            checkpoints of that training run
+    runs/<mlflow run id>/evaluation/report.json  held-out metrics vs baselines
+    runs/<mlflow run id>/summary.json            where everything is, plus the headline numbers
     mlflow/                                      embedded MLflow store (only when OUT_URI is local
                                                  and MLFLOW_TRACKING_URI is unset)
 """
@@ -24,6 +24,8 @@ from autoe2e.tracking import Tracker
 log = logging.getLogger(__name__)
 
 DATASET_DIR = "dataset"
+RUNS_DIR = "runs"
+MLFLOW_DIR = "mlflow"
 TRAINING_DIR = "training"
 EVALUATION_DIR = "evaluation"
 SUMMARY_FILE = "summary.json"
@@ -47,42 +49,71 @@ class PipelineSummary:
     headline: list[str] = field(default_factory=list)
 
 
+def open_tracker(
+    out_uri: str, *, experiment: str = "autoe2e", run_id: str | None = None
+) -> Tracker:
+    """MLFLOW_TRACKING_URI when set, else the embedded store under a local OUT_URI."""
+    local_dir = None if storage.is_s3(out_uri) else storage.join_uri(out_uri, MLFLOW_DIR)
+    return Tracker(local_dir=local_dir, experiment=experiment, run_id=run_id)
+
+
+def run_uri(out_uri: str, run_id: str) -> str:
+    """Per-run folder, so nightly runs into the same OUT_URI never overwrite each other."""
+    return storage.join_uri(out_uri, RUNS_DIR, run_id)
+
+
 def prepare_stage(episodes_uri: str, out_uri: str, config: PrepareConfig):
     from autoe2e.data.prepare import prepare_dataset
 
     return prepare_dataset(episodes_uri, storage.join_uri(out_uri, DATASET_DIR), config.validate())
 
 
-def train_stage(manifest_uri: str, out_uri: str, model_config: ModelConfig,
-                train_config: TrainConfig):
+def train_stage(
+    manifest_uri: str, out_uri: str, model_config: ModelConfig, train_config: TrainConfig
+):
     from autoe2e.training import train
 
-    tracker = Tracker.for_output(out_uri, experiment=train_config.experiment)
+    tracker = open_tracker(out_uri, experiment=train_config.experiment)
     return train(
         manifest_uri,
-        storage.join_uri(out_uri, TRAINING_DIR),
+        storage.join_uri(run_uri(out_uri, tracker.run_id), TRAINING_DIR),
         model_config.validate(),
         train_config.validate(),
         tracking=tracker,
     )
 
 
-def evaluate_stage(manifest_uri: str, checkpoint_uri: str, out_uri: str, eval_config: EvalConfig,
-                   run_id: str) -> PipelineSummary:
+def evaluate_stage(
+    manifest_uri: str, checkpoint_uri: str, out_uri: str, eval_config: EvalConfig, run_id: str
+) -> PipelineSummary:
     from autoe2e.evaluation import evaluate
 
-    tracker = Tracker.for_output(out_uri, run_id=run_id)
-    report_dir = storage.join_uri(out_uri, EVALUATION_DIR)
+    tracker = open_tracker(out_uri, run_id=run_id)
+    report_dir = storage.join_uri(run_uri(out_uri, run_id), EVALUATION_DIR)
     report = evaluate(manifest_uri, checkpoint_uri, report_dir, eval_config, tracking=tracker)
-    summary = summarize(report, manifest_uri, checkpoint_uri,
-                        storage.join_uri(report_dir, "report.json"), run_id, tracker.tracking_uri)
-    storage.write_bytes(storage.join_uri(out_uri, SUMMARY_FILE),
-                        json.dumps(asdict(summary), indent=2).encode())
+    summary = summarize(
+        report,
+        manifest_uri,
+        checkpoint_uri,
+        storage.join_uri(report_dir, "report.json"),
+        run_id,
+        tracker.tracking_uri,
+    )
+    storage.write_bytes(
+        storage.join_uri(run_uri(out_uri, run_id), SUMMARY_FILE),
+        json.dumps(asdict(summary), indent=2).encode(),
+    )
     return summary
 
 
-def summarize(report: dict[str, Any], manifest_uri: str, checkpoint_uri: str, report_uri: str,
-              run_id: str, tracking_uri: str) -> PipelineSummary:
+def summarize(
+    report: dict[str, Any],
+    manifest_uri: str,
+    checkpoint_uri: str,
+    report_uri: str,
+    run_id: str,
+    tracking_uri: str,
+) -> PipelineSummary:
     model = report["planner"]["model"]
     cv = report["planner"]["baselines"]["constant_velocity"]
     gate = report["gate"]
@@ -93,8 +124,10 @@ def summarize(report: dict[str, Any], manifest_uri: str, checkpoint_uri: str, re
     ]
     for name, metrics in report["planner"]["baselines"].items():
         headline.append(f"{name:<19}: ADE {metrics['ade_m']:.2f} m  FDE {metrics['fde_m']:.2f} m")
-    headline.append(f"registration gate  : {'passed' if gate['passed'] else 'failed'} "
-                    f"({'; '.join(gate.get('reasons', [])) or 'all checks passed'})")
+    headline.append(
+        f"registration gate  : {'passed' if gate['passed'] else 'failed'} "
+        f"({'; '.join(gate.get('reasons', [])) or 'all checks passed'})"
+    )
     return PipelineSummary(
         manifest_uri=manifest_uri,
         checkpoint_uri=checkpoint_uri,
@@ -111,11 +144,18 @@ def summarize(report: dict[str, Any], manifest_uri: str, checkpoint_uri: str, re
     )
 
 
-def run_pipeline(episodes_uri: str, out_uri: str, *, prepare_config: PrepareConfig,
-                 model_config: ModelConfig, train_config: TrainConfig,
-                 eval_config: EvalConfig) -> PipelineSummary:
+def run_pipeline(
+    episodes_uri: str,
+    out_uri: str,
+    *,
+    prepare_config: PrepareConfig,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    eval_config: EvalConfig,
+) -> PipelineSummary:
     """prepare -> train -> evaluate in one process (the Flyte workflow runs the same stages)."""
     prepared = prepare_stage(episodes_uri, out_uri, prepare_config)
     trained = train_stage(prepared.manifest_uri, out_uri, model_config, train_config)
-    return evaluate_stage(prepared.manifest_uri, trained.checkpoint_uri, out_uri, eval_config,
-                          trained.run_id)
+    return evaluate_stage(
+        prepared.manifest_uri, trained.checkpoint_uri, out_uri, eval_config, trained.run_id
+    )

@@ -57,8 +57,9 @@ def prepare_dataset(episodes_uri: str, out_uri: str, config: PrepareConfig) -> P
     retries=RETRIES,
     annotations={"karpenter.sh/do-not-disrupt": "true"},
 )
-def train_model(dataset: PreparedDataset, out_uri: str, model_config: ModelConfig,
-                train_config: TrainConfig) -> TrainedModel:
+def train_model(
+    dataset: PreparedDataset, out_uri: str, model_config: ModelConfig, train_config: TrainConfig
+) -> TrainedModel:
     """Train the reactive planner + world model; curves and checkpoints go to MLflow."""
     result = pipeline.train_stage(dataset.manifest_uri, out_uri, model_config, train_config)
     return TrainedModel(
@@ -70,8 +71,10 @@ def train_model(dataset: PreparedDataset, out_uri: str, model_config: ModelConfi
 
 
 @task(requests=EVALUATE_RESOURCES, retries=RETRIES)
-def evaluate_model(dataset: PreparedDataset, model: TrainedModel, out_uri: str,
-                   eval_config: EvalConfig) -> pipeline.PipelineSummary:
+def evaluate_model(
+    dataset: PreparedDataset, model: TrainedModel, out_uri: str, eval_config: EvalConfig
+) -> pipeline.PipelineSummary:
     """Held-out ADE/FDE next to constant-velocity baselines; registers the model if it passes."""
-    return pipeline.evaluate_stage(dataset.manifest_uri, model.checkpoint_uri, out_uri,
-                                   eval_config, model.mlflow_run_id)
+    return pipeline.evaluate_stage(
+        dataset.manifest_uri, model.checkpoint_uri, out_uri, eval_config, model.mlflow_run_id
+    )

@@ -26,8 +26,9 @@ def autoe2e_pipeline(
     eval_config: EvalConfig = EvalConfig(),
 ) -> PipelineSummary:
     dataset = prepare_dataset(episodes_uri=episodes_uri, out_uri=out_uri, config=prepare_config)
-    model = train_model(dataset=dataset, out_uri=out_uri, model_config=model_config,
-                        train_config=train_config)
+    model = train_model(
+        dataset=dataset, out_uri=out_uri, model_config=model_config, train_config=train_config
+    )
     return evaluate_model(dataset=dataset, model=model, out_uri=out_uri, eval_config=eval_config)
 
 

@@ -1,0 +1,252 @@
+"""`autoe2e prepare`: raw episodes -> validated Parquet shard pairs + manifest.
+
+Order of operations is the publication protocol: fail fast on an unreadable input root or an
+unwritable output, skip everything when an identical manifest already exists, prepare episodes
+(bad ones are quarantined, not fatal), write and validate shards under deterministic keys, and
+write the manifest last with a create-only put so readers never see a half-published dataset.
+`prepare_episode` and `publish` are separate so an orchestrator can fan episodes out (Flyte
+``map_task``) and publish once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoe2e import storage
+from autoe2e.config import PrepareConfig, to_dict
+from autoe2e.contract import CONTRACT_VERSION, EpisodeContractError
+from autoe2e.data import manifest as mf
+from autoe2e.data.episode import EpisodeSamples, prepare_episode
+from autoe2e.data.schema import SCHEMA_VERSION
+from autoe2e.data.shards import plan_shards, read_parquet_bytes, serialise
+from autoe2e.data.validate import validate_shard
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PrepareError", "PrepareResult", "prepare_dataset", "prepare_episode", "publish"]
+
+
+class PrepareError(RuntimeError):
+    """The dataset cannot be prepared at all (bad root/output, or every episode rejected)."""
+
+
+@dataclass
+class PrepareResult:
+    manifest_uri: str
+    num_samples: int
+    num_episodes: int
+    quarantined: list[dict] = field(default_factory=list)
+    published: bool = True
+    seconds: float = 0.0
+
+
+def discover_episodes(episodes_uri: str) -> list[str]:
+    """Episode folder URIs under the root, sorted; fails fast naming an unusable root."""
+    try:
+        names = storage.list_children(episodes_uri, only_dirs=True)
+    except storage.StorageError as exc:
+        raise PrepareError(
+            f"episodes root {episodes_uri} is unreadable ({exc}); point it at the folder that "
+            "holds one sub-folder per episode"
+        ) from exc
+    names = [n for n in names if not n.startswith((".", "_"))]
+    if not names:
+        raise PrepareError(f"episodes root {episodes_uri} holds no episode folders")
+    return [storage.join_uri(episodes_uri, name) for name in names]
+
+
+def _prepare_or_quarantine(uri: str, config: PrepareConfig) -> EpisodeSamples | dict[str, str]:
+    try:
+        return prepare_episode(uri, config)
+    except EpisodeContractError as exc:
+        logger.warning("quarantined %s: %s", uri, exc)
+        return {"episode_id": exc.episode, "reason": str(exc)}
+
+
+def prepare_dataset(
+    episodes_uri: str, out_uri: str, config: PrepareConfig, *, max_workers: int = 1
+) -> PrepareResult:
+    """Prepare every episode under ``episodes_uri`` and publish shards + manifest to ``out_uri``.
+
+    ``max_workers`` > 1 prepares episodes in that many processes (decode is CPU bound).
+    """
+    started = time.perf_counter()
+    config.validate()
+    episode_uris = discover_episodes(episodes_uri)
+    try:
+        storage.check_writable(out_uri)
+    except storage.StorageError as exc:
+        raise PrepareError(str(exc)) from exc
+    try:
+        fingerprints = storage.file_fingerprints(episodes_uri)
+    except storage.StorageError as exc:
+        raise PrepareError(f"cannot fingerprint inputs under {episodes_uri}: {exc}") from exc
+    inputs_sha256 = mf.inputs_fingerprint(fingerprints)
+
+    manifest_uri = storage.join_uri(out_uri, mf.MANIFEST_FILE)
+    existing = _existing_manifest(manifest_uri, config, inputs_sha256)
+    if existing is not None:
+        return _unchanged(manifest_uri, existing, started)
+
+    if max_workers > 1:
+        with ProcessPoolExecutor(max_workers=max_workers) as pool:
+            outcomes = list(
+                pool.map(_prepare_or_quarantine, episode_uris, [config] * len(episode_uris))
+            )
+    else:
+        outcomes = [_prepare_or_quarantine(uri, config) for uri in episode_uris]
+    prepared = [o for o in outcomes if isinstance(o, EpisodeSamples)]
+    quarantined = [o for o in outcomes if isinstance(o, dict)]
+    result = publish(
+        prepared,
+        quarantined,
+        out_uri,
+        config,
+        inputs_sha256=inputs_sha256,
+        episodes_uri=episodes_uri,
+    )
+    result.seconds = time.perf_counter() - started
+    logger.info(
+        "prepared %d samples from %d episodes (%d quarantined) in %.1f s",
+        result.num_samples,
+        result.num_episodes,
+        len(quarantined),
+        result.seconds,
+    )
+    return result
+
+
+def _existing_manifest(
+    manifest_uri: str, config: PrepareConfig, inputs_sha256: str
+) -> dict[str, Any] | None:
+    """The existing manifest if it describes this exact run; error if it describes another."""
+    if not storage.exists(manifest_uri):
+        return None
+    old = mf.read_manifest(manifest_uri)
+    new = {
+        "contract_version": CONTRACT_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "parameters": to_dict(config),
+        "inputs_sha256": inputs_sha256,
+    }
+    if mf.same_identity(old, new):
+        return old
+    raise PrepareError(
+        f"{manifest_uri} already publishes a dataset with different "
+        f"{', '.join(mf.identity_diff(old, new))}; published datasets are immutable, so write "
+        "to a new output location"
+    )
+
+
+def _unchanged(manifest_uri: str, manifest: dict[str, Any], started: float) -> PrepareResult:
+    logger.info(
+        "%s already holds this dataset (same parameters and inputs); nothing published",
+        manifest_uri,
+    )
+    return PrepareResult(
+        manifest_uri=manifest_uri,
+        num_samples=int(manifest["num_samples"]),
+        num_episodes=len(manifest["episodes"]),
+        quarantined=list(manifest.get("quarantined", [])),
+        published=False,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _camera_vocabulary(config: PrepareConfig, prepared: list[EpisodeSamples]) -> list[str]:
+    if config.cameras:
+        return list(config.cameras)
+    vocabulary: list[str] = []
+    for episode in prepared:
+        vocabulary += [c for c in episode.cameras if c not in vocabulary]
+    return vocabulary
+
+
+def publish(
+    prepared: list[EpisodeSamples],
+    quarantined: list[dict[str, str]],
+    out_uri: str,
+    config: PrepareConfig,
+    *,
+    inputs_sha256: str,
+    episodes_uri: str = "",
+) -> PrepareResult:
+    """Shard, validate and write ``prepared`` episodes, then the manifest (create-only)."""
+    manifest_uri = storage.join_uri(out_uri, mf.MANIFEST_FILE)
+    if not prepared:
+        reasons = "\n  ".join(f"{q['episode_id']}: {q['reason']}" for q in quarantined)
+        raise PrepareError(f"every episode was quarantined, nothing to publish:\n  {reasons}")
+    prepared = sorted(prepared, key=lambda e: e.episode_id)
+    ids = [e.episode_id for e in prepared]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise PrepareError(
+            f"episode ids {duplicates} appear in more than one folder; make episode_id unique"
+        )
+    dims = mf.dims(config)
+    shards: list[dict[str, Any]] = []
+    for index, group in enumerate(plan_shards(prepared, config.shard_target_bytes)):
+        shard = serialise(index, group, config.row_group_target_bytes)
+        # Validate exactly what will be published: the bytes, read back.
+        validate_shard(
+            read_parquet_bytes(shard.frames_bytes),
+            read_parquet_bytes(shard.samples_bytes),
+            dims,
+            shard.samples_key,
+        )
+        storage.write_bytes(storage.join_uri(out_uri, shard.frames_key), shard.frames_bytes)
+        storage.write_bytes(storage.join_uri(out_uri, shard.samples_key), shard.samples_bytes)
+        shards.append(
+            {
+                "path": shard.samples_key,
+                "frames_path": shard.frames_key,
+                "num_rows": shard.num_rows,
+                "num_frames": shard.num_frames,
+                "bytes": len(shard.samples_bytes),
+                "frames_bytes": len(shard.frames_bytes),
+                "sha256": shard.sha256,
+                "frames_sha256": shard.frames_sha256,
+                "episodes": shard.episodes,
+            }
+        )
+        logger.info(
+            "wrote %s (%d samples, %d frames, %.1f MiB)",
+            shard.samples_key,
+            shard.num_rows,
+            shard.num_frames,
+            (len(shard.samples_bytes) + len(shard.frames_bytes)) / 2**20,
+        )
+    manifest = mf.build_manifest(
+        config=config,
+        cameras=_camera_vocabulary(config, prepared),
+        inputs_sha256=inputs_sha256,
+        episodes_uri=episodes_uri,
+        shards=shards,
+        episodes=[
+            {
+                "episode_id": e.episode_id,
+                "num_samples": e.num_samples,
+                "num_dropped": e.num_dropped,
+                "drop_reasons": e.drop_reasons,
+                "cameras": e.cameras,
+            }
+            for e in prepared
+        ],
+        quarantined=sorted(quarantined, key=lambda q: q["episode_id"]),
+    )
+    if not storage.write_bytes(manifest_uri, mf.encode(manifest), create_only=True):
+        # Another run published first; fine if it is the same dataset.
+        existing = _existing_manifest(manifest_uri, config, inputs_sha256)
+        if existing is not None:
+            return _unchanged(manifest_uri, existing, time.perf_counter())
+    return PrepareResult(
+        manifest_uri=manifest_uri,
+        num_samples=manifest["num_samples"],
+        num_episodes=len(prepared),
+        quarantined=manifest["quarantined"],
+        published=True,
+    )

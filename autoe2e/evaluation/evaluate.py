@@ -1,0 +1,113 @@
+"""`evaluate`: score a checkpoint on held-out episodes against honest baselines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from autoe2e import storage
+from autoe2e.config import EvalConfig
+from autoe2e.evaluation.collect import collect
+from autoe2e.evaluation.report import build_report
+from autoe2e.model import load_model
+from autoe2e.training.runtime import DatasetFactory, autocast_dtype, shard_dataset_factory
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "report.json"
+
+
+class EvaluationError(ValueError):
+    """Evaluation inputs do not fit together; the message names them and the fix."""
+
+
+def evaluate(
+    manifest_uri: str,
+    checkpoint_uri: str,
+    out_uri: str,
+    eval_cfg: EvalConfig,
+    episodes: list[str] | None = None,
+    tracking: Any | None = None,
+    dataset_factory: DatasetFactory | None = None,
+) -> dict[str, Any]:
+    """Write `<out_uri>/report.json` and return it. `episodes=None` = the checkpoint's test split.
+
+    With a tracker, metrics go to its run, the report is an artifact, and the checkpoint is
+    registered as `autoe2e-<model name>` when the gate passes.
+    """
+    model, extra = load_model(storage.read_bytes(checkpoint_uri), source=checkpoint_uri)
+    if episodes is None:
+        episodes = list(extra.get("split", {}).get("test", []))
+        if not episodes:
+            raise EvaluationError(
+                f"{checkpoint_uri} stores no test split; pass episodes=[...] explicitly"
+            )
+    factory = dataset_factory or shard_dataset_factory
+    dataset = factory(manifest_uri, episodes, model.cfg.use_world_model)
+    trained_cameras = extra.get("cameras")
+    if trained_cameras is not None and list(dataset.cameras) != list(trained_cameras):
+        raise EvaluationError(
+            f"camera vocabulary of {manifest_uri} {list(dataset.cameras)} differs from the one "
+            f"the checkpoint was trained with {trained_cameras}; evaluate on data prepared with "
+            "the same cameras"
+        )
+    if len(dataset) == 0:
+        raise EvaluationError(f"{manifest_uri}: episodes {episodes} hold no samples")
+    leaked = sorted(set(episodes) & set(extra.get("split", {}).get("train", [])))
+    if leaked:
+        logger.warning("evaluating on training episodes %s: numbers are not held-out", leaked)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    loader = DataLoader(dataset, batch_size=eval_cfg.batch_size, shuffle=False)
+    amp = autocast_dtype("auto", device)
+    collected = collect(model, loader, device, list(eval_cfg.horizons_s), autocast_dtype=amp)
+    report = build_report(collected, eval_cfg)
+    report.update(
+        {
+            "checkpoint_uri": checkpoint_uri,
+            "manifest_uri": manifest_uri,
+            "episodes": sorted(episodes),
+            "held_out": not leaked,
+            "trained_steps": extra.get("step"),
+            "model_config": {
+                "name": model.cfg.name,
+                "backbone": model.cfg.backbone,
+                "use_world_model": model.cfg.use_world_model,
+            },
+        }
+    )
+    report_uri = storage.join_uri(out_uri, REPORT_NAME)
+    report["report_uri"] = report_uri
+    if tracking is not None:
+        report["registered_model_version"] = _track(
+            tracking, report, model.cfg.name, checkpoint_uri
+        )
+    storage.write_bytes(report_uri, json.dumps(report, indent=2, sort_keys=True).encode())
+    logger.info("evaluation: gate %s, report %s", report["gate"]["passed"], report_uri)
+    return report
+
+
+def _track(tracker: Any, report: dict[str, Any], name: str, checkpoint_uri: str) -> str | None:
+    metrics: dict[str, float] = {}
+    entries = {"model": report["planner"]["model"], **report["planner"]["baselines"]}
+    for planner, entry in entries.items():
+        for key, value in entry.items():
+            if key != "ci95" and value is not None:
+                metrics[f"test/{planner}/{key}"] = value
+    for predictor, value in report.get("world_model", {}).get("jepa_l1", {}).items():
+        if value is not None:
+            metrics[f"test/jepa_l1/{predictor}"] = value
+    tracker.log_metrics(metrics, step=int(report.get("trained_steps") or 0))
+    tracker.set_tags({"gate_passed": report["gate"]["passed"], "stage": "evaluate"})
+    tracker.log_dict(REPORT_NAME, report)
+    if not report["gate"]["passed"]:
+        return None
+    if not tracker.has_artifact("checkpoint"):
+        name_in_run = checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]
+        tracker.log_artifact_bytes(name_in_run, storage.read_bytes(checkpoint_uri), "checkpoint")
+    return tracker.register_model(f"autoe2e-{name}", artifact_path="checkpoint")

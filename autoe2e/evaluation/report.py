@@ -1,0 +1,140 @@
+"""Aggregate per-sample errors into the evaluation report: means, episode-bootstrap CIs,
+speed bins, world-model baselines and the registration gate."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from autoe2e.config import EvalConfig
+from autoe2e.evaluation.collect import Collected
+from autoe2e.evaluation.metrics import METRIC_CONVENTION
+
+SPEED_BINS_MPS = (0.0, 5.0, 10.0, 15.0, math.inf)
+BOOTSTRAP_SAMPLES = 1000
+
+
+def _mean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None
+
+
+def bootstrap_ci(
+    values: np.ndarray, episodes: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> list[float] | None:
+    """95% CI of the sample mean, resampling whole episodes (samples within one are correlated).
+
+    None with fewer than 2 episodes holding a finite value: an interval would be meaningless.
+    """
+    ok = ~np.isnan(values)
+    values, episodes = values[ok], episodes[ok]
+    names = np.unique(episodes)
+    if names.size < 2:
+        return None
+    sums = np.array([values[episodes == n].sum() for n in names])
+    counts = np.array([(episodes == n).sum() for n in names])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, names.size, size=(samples, names.size))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def build_report(collected: Collected, eval_cfg: EvalConfig) -> dict[str, Any]:
+    episodes = np.array(collected.episode_ids)
+    planners: dict[str, Any] = {}
+    for name, metrics in collected.planners.items():
+        entry: dict[str, Any] = {}
+        ci: dict[str, Any] = {}
+        for metric, values in metrics.items():
+            arr = np.asarray(values, dtype=np.float64)
+            entry[f"{metric}_m"] = _mean(arr)
+            ci[f"{metric}_m"] = bootstrap_ci(arr, episodes)
+        entry["ci95"] = ci
+        planners[name] = entry
+
+    model_ade = np.asarray(collected.planners["model"]["ade"], dtype=np.float64)
+    cv_ade = np.asarray(collected.planners["constant_velocity"]["ade"], dtype=np.float64)
+    ctrv_ade = np.asarray(collected.planners["ctrv"]["ade"], dtype=np.float64)
+    comparisons = {
+        "model_minus_cv_ade_m": _mean(model_ade - cv_ade),
+        "model_minus_cv_ade_ci95": bootstrap_ci(model_ade - cv_ade, episodes),
+        "model_minus_ctrv_ade_m": _mean(model_ade - ctrv_ade),
+        "model_minus_ctrv_ade_ci95": bootstrap_ci(model_ade - ctrv_ade, episodes),
+    }
+
+    speeds = np.asarray(collected.speeds, dtype=np.float64)
+    by_speed = []
+    for lo, hi in zip(SPEED_BINS_MPS[:-1], SPEED_BINS_MPS[1:], strict=True):
+        sel = (speeds >= lo) & (speeds < hi)
+        if sel.any():
+            by_speed.append(
+                {
+                    "speed_mps": [lo, None if math.isinf(hi) else hi],
+                    "samples": int(sel.sum()),
+                    "model_ade_m": _mean(model_ade[sel]),
+                    "cv_ade_m": _mean(cv_ade[sel]),
+                    "ctrv_ade_m": _mean(ctrv_ade[sel]),
+                }
+            )
+
+    per_episode = {
+        str(name): {
+            "samples": int((episodes == name).sum()),
+            "model_ade_m": _mean(model_ade[episodes == name]),
+            "cv_ade_m": _mean(cv_ade[episodes == name]),
+        }
+        for name in np.unique(episodes)
+    }
+
+    world_model: dict[str, Any] = {}
+    if collected.jepa:
+        l1 = {k: _mean(np.asarray(v, dtype=np.float64)) for k, v in collected.jepa.items()}
+        world_model = {
+            "jepa_l1": l1,
+            "beats_copy_last_frame": _lt(l1.get("model"), l1.get("copy_last_frame")),
+            "beats_zeros": _lt(l1.get("model"), l1.get("zeros")),
+        }
+
+    return {
+        "convention": METRIC_CONVENTION,
+        "num_samples": len(collected.episode_ids),
+        "num_episodes": int(np.unique(episodes).size),
+        "horizons_s": list(eval_cfg.horizons_s),
+        "planner": {
+            "model": planners["model"],
+            "baselines": {k: v for k, v in planners.items() if k != "model"},
+        },
+        "comparisons": comparisons,
+        "by_speed": by_speed,
+        "per_episode": per_episode,
+        "world_model": world_model,
+        "gate": gate(planners, eval_cfg),
+    }
+
+
+def _lt(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and a < b
+
+
+def gate(planners: dict[str, Any], eval_cfg: EvalConfig) -> dict[str, Any]:
+    """Register only if ADE/FDE are under the limits AND the model beats constant velocity."""
+    model, cv = planners["model"], planners["constant_velocity"]
+    ade, fde, cv_ade = model.get("ade_m"), model.get("fde_m"), cv.get("ade_m")
+    checks = [
+        (_lt(ade, eval_cfg.max_ade_m), f"model ADE {_fmt(ade)} < max_ade_m {eval_cfg.max_ade_m} m"),
+        (_lt(fde, eval_cfg.max_fde_m), f"model FDE {_fmt(fde)} < max_fde_m {eval_cfg.max_fde_m} m"),
+        (_lt(ade, cv_ade), f"model ADE {_fmt(ade)} < constant-velocity ADE {_fmt(cv_ade)} m"),
+    ]
+    return {
+        "passed": all(ok for ok, _ in checks),
+        "reasons": [("PASS: " if ok else "FAIL: ") + text for ok, text in checks],
+        "max_ade_m": eval_cfg.max_ade_m,
+        "max_fde_m": eval_cfg.max_fde_m,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

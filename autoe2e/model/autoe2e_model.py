@@ -1,0 +1,144 @@
+"""The AutoE2E model: shared backbone + reactive planner + World Action Model + EMA target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoe2e.config import ModelConfig
+from autoe2e.model.backbone import Backbone
+from autoe2e.model.planner import ReactivePlanner
+from autoe2e.model.target_encoder import TargetEncoder
+from autoe2e.model.world_model import WorldActionModel, jepa_targets
+
+
+class ModelInputError(ValueError):
+    """A batch does not have the shapes the model was configured for; names expected vs actual."""
+
+
+@dataclass
+class ModelOutput:
+    trajectory: torch.Tensor  # [B, T, 2]
+    visual_history: torch.Tensor  # [B, H * frame_embed_dim]
+    jepa_prediction: torch.Tensor | None  # [B, F, V, C, g, g]; None without the world model
+
+
+def _expect(batch: dict[str, Any], key: str, shape: tuple[int | None, ...]) -> torch.Tensor:
+    if key not in batch:
+        raise ModelInputError(f"batch has no {key!r} (keys: {sorted(batch)}); the model needs it")
+    value = batch[key]
+    if not isinstance(value, torch.Tensor):
+        raise ModelInputError(f"batch[{key!r}] is {type(value).__name__}, expected a tensor")
+    ok = value.dim() == len(shape) and all(
+        want is None or want == got for want, got in zip(shape, value.shape, strict=False)
+    )
+    if not ok:
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ModelInputError(f"batch[{key!r}] has shape {list(value.shape)}, expected {want}")
+    return value
+
+
+class AutoE2E(nn.Module):
+    """Reactive planner fed by the world model's detached visual history.
+
+    `forward(batch)` takes the dataset's collated dict. The current frame is encoded once with
+    gradients (the planner trains the backbone); the world model sees backbone features detached
+    when `stop_gradient_world_model` (JEPA gradients into the shared backbone floored the
+    trajectory loss upstream), and reuses the current frame's features for history offset 0.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.backbone = Backbone(cfg)
+        channels = self.backbone.channels
+        self.planner = ReactivePlanner(cfg, channels)
+        self.world_model = WorldActionModel(cfg, channels)
+        self.target = TargetEncoder(self.backbone)
+
+    # ------------------------------------------------------------------ inputs
+    def _check_views(self, images: torch.Tensor, camera_index: torch.Tensor) -> None:
+        cfg = self.cfg
+        v = images.shape[1]
+        if v > cfg.max_cameras:
+            raise ModelInputError(
+                f"batch has {v} cameras but the model supports at most max_cameras="
+                f"{cfg.max_cameras}; raise ModelConfig.max_cameras or drop cameras"
+            )
+        if camera_index.shape != images.shape[:2]:
+            raise ModelInputError(
+                f"camera_index has shape {list(camera_index.shape)}, expected "
+                f"{list(images.shape[:2])} (one index per view)"
+            )
+        if camera_index.numel() and (
+            int(camera_index.min()) < 0 or int(camera_index.max()) >= cfg.max_cameras
+        ):
+            raise ModelInputError(
+                f"camera_index values must be in [0, {cfg.max_cameras}), got "
+                f"{int(camera_index.min())}..{int(camera_index.max())}"
+            )
+
+    # ------------------------------------------------------------------ encoders
+    def _pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """`[B, ..., 3, H, W]` -> spatially averaged last-stage features `[B, ..., C]`."""
+        lead = images.shape[:-3]
+        feats = self.backbone(images.reshape(-1, *images.shape[-3:]))
+        return feats.mean(dim=(-2, -1)).reshape(*lead, -1)
+
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        cfg = self.cfg
+        h, w = cfg.image_height, cfg.image_width
+        images = _expect(batch, "images", (None, None, 3, h, w))
+        b, v = images.shape[:2]
+        camera_index = _expect(batch, "camera_index", (b, v)).long()
+        self._check_views(images, camera_index)
+        r = cfg.map_raster_size
+        map_raster = _expect(batch, "map_raster", (b, cfg.map_channels, r, r))
+        map_valid = _expect(batch, "map_valid", (b,))
+        ego = _expect(batch, "ego_history", (b, cfg.ego_history_steps, cfg.ego_features))
+
+        current = self._pooled(images)  # [B, V, C] with gradients for the planner
+        if cfg.use_world_model:
+            hist = _expect(batch, "history_images", (b, cfg.history_len, v, 3, h, w))
+            valid = _expect(batch, "history_valid", (b, cfg.history_len)).bool()
+            visual_history = self._visual_history(hist, valid, current, camera_index)
+            prediction = self.world_model.predict(visual_history, camera_index)
+        else:
+            visual_history = current.new_zeros(b, cfg.visual_history_dim)
+            prediction = None
+        trajectory = self.planner(
+            current, camera_index, map_raster, map_valid, ego, visual_history.detach()
+        )
+        return ModelOutput(trajectory, visual_history, prediction)
+
+    def _visual_history(
+        self,
+        history: torch.Tensor,
+        valid: torch.Tensor,
+        current: torch.Tensor,
+        camera_index: torch.Tensor,
+    ) -> torch.Tensor:
+        past_images = history[:, :-1]  # offset 0 is the current frame: reuse its features
+        if self.cfg.stop_gradient_world_model:
+            with torch.no_grad():
+                past = self._pooled(past_images) if past_images.shape[1] else None
+            now = current.detach()
+        else:
+            past = self._pooled(past_images) if past_images.shape[1] else None
+            now = current
+        pooled = now[:, None] if past is None else torch.cat([past, now[:, None]], dim=1)
+        return self.world_model.encode_history(pooled, camera_index, valid)
+
+    @torch.no_grad()
+    def jepa_targets(self, images: torch.Tensor) -> torch.Tensor:
+        """Target features of frames `[B, F, V, 3, H, W]` -> `[B, F, V, C, g, g]` (no grad)."""
+        lead = images.shape[:-3]
+        feats = self.target(images.reshape(-1, *images.shape[-3:]))
+        targets = jepa_targets(feats, self.cfg.target_grid)
+        return targets.reshape(*lead, *targets.shape[1:])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]

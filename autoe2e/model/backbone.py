@@ -1,0 +1,73 @@
+"""The one image backbone shared by the planner and the world model.
+
+A single timm feature extractor keeps the CPU demo cheap (every camera image is encoded once per
+step) and lets the world model reuse the planner's current-frame features instead of running the
+network twice. Only the last stage is used; weights come from a local file or random init so
+nothing is ever downloaded during tests or in air-gapped clusters.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from autoe2e.config import ConfigError, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Backbone(nn.Module):
+    """`[N, 3, H, W]` images in [0, 1] -> last-stage feature map `[N, C, h, w]`."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        try:
+            self.net = timm.create_model(
+                cfg.backbone, features_only=True, pretrained=cfg.pretrained
+            )
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"config field backbone={cfg.backbone!r} is not a timm model with features_only "
+                f"support ({exc}); use e.g. 'mobilenetv3_small_050' or 'resnet10t'"
+            ) from exc
+        self.channels: int = int(self.net.feature_info.channels()[-1])
+        # ImageNet statistics: the usual convention for timm weights, harmless for random init.
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        if cfg.weights_path:
+            self.load_local_weights(cfg.weights_path)
+
+    def load_local_weights(self, path: str) -> None:
+        """Load a backbone state dict from a local file (no hub access)."""
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(
+                f"config field weights_path={path!r} does not exist; give a local state-dict "
+                "file or leave it empty for random init"
+            )
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        result = self.net.load_state_dict(state, strict=False)
+        own = set(self.net.state_dict())
+        matched = own - set(result.missing_keys)
+        if not matched:
+            raise ConfigError(
+                f"weights_path={path!r} shares no parameter names with backbone "
+                f"{type(self.net).__name__}; save the state dict of the same timm model"
+            )
+        logger.info(
+            "loaded %d/%d backbone tensors from %s (%d unexpected keys ignored)",
+            len(matched),
+            len(own),
+            path,
+            len(result.unexpected_keys),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        return self.net(x)[-1]

@@ -1,0 +1,108 @@
+"""World Action Model (1 Hz): a compact visual history and JEPA-style future-feature prediction.
+
+Frames are encoded from the shared backbone's last feature map (spatial mean per view, then an
+attention pool over views with camera embeddings) into `frame_embed_dim` vectors; the last
+`history_len` of them, concatenated, form the `visual_history` the planner consumes. One small
+predictor head per future step predicts each view's backbone feature map pooled to
+`target_grid` x `target_grid`; the targets come from an EMA copy of the backbone
+(`TargetEncoder`), layer-normalised per location.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoe2e.config import ModelConfig
+from autoe2e.model.layers import AttentionPool, mlp
+
+
+class WorldActionModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, backbone_channels: int) -> None:
+        super().__init__()
+        dim = cfg.embed_dim
+        self.channels = backbone_channels
+        self.grid = cfg.target_grid
+        self.history_len = cfg.history_len
+        self.view_proj = nn.Linear(backbone_channels, dim)
+        self.camera_embed = nn.Embedding(cfg.max_cameras, dim)
+        self.view_pool = AttentionPool(dim)
+        self.frame_out = nn.Linear(dim, cfg.frame_embed_dim)
+        out = backbone_channels * self.grid * self.grid
+        self.predictors = nn.ModuleList(
+            [mlp(cfg.visual_history_dim + dim, 2 * dim, out) for _ in range(cfg.future_steps)]
+        )
+
+    def encode_frames(self, pooled: torch.Tensor, camera_index: torch.Tensor) -> torch.Tensor:
+        """Per-view pooled features `[N, V, C]` of one time step -> frame embeddings `[N, E]`.
+
+        This is the single per-frame function used by both the windowed training path and the
+        rolling-buffer inference path (`VisualHistoryBuffer`), so both see the same embedding.
+        """
+        tokens = self.view_proj(pooled) + self.camera_embed(camera_index)
+        return self.frame_out(self.view_pool(tokens))
+
+    def encode_history(
+        self, pooled: torch.Tensor, camera_index: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """pooled `[B, H, V, C]` (oldest first), valid `[B, H]` -> visual history `[B, H*E]`.
+
+        Missing history frames (before the episode start) contribute zeros.
+        """
+        b, h, v, c = pooled.shape
+        index = camera_index[:, None, :].expand(b, h, v).reshape(b * h, v)
+        frames = self.encode_frames(pooled.reshape(b * h, v, c), index).view(b, h, -1)
+        frames = frames * valid[:, :, None].to(frames.dtype)
+        return frames.reshape(b, -1)
+
+    def predict(self, visual_history: torch.Tensor, camera_index: torch.Tensor) -> torch.Tensor:
+        """-> predicted future features `[B, F, V, C, g, g]` for the views in `camera_index`."""
+        b, v = camera_index.shape
+        query = torch.cat(
+            [visual_history[:, None, :].expand(b, v, -1), self.camera_embed(camera_index)], dim=-1
+        )
+        preds = [head(query) for head in self.predictors]
+        return torch.stack(preds, dim=1).view(b, len(preds), v, self.channels, self.grid, self.grid)
+
+
+def jepa_targets(feature_maps: torch.Tensor, grid: int) -> torch.Tensor:
+    """Feature maps `[N, C, h, w]` -> pooled `[N, C, g, g]`, layer-normalised over C per location.
+
+    Normalising per location keeps the target scale fixed while the EMA encoder drifts, so an
+    all-zeros prediction has a known L1 (~0.8) to compare against.
+    """
+    pooled = F.adaptive_avg_pool2d(feature_maps.float(), grid)
+    normed = F.layer_norm(pooled.permute(0, 2, 3, 1), (pooled.shape[1],))
+    return normed.permute(0, 3, 1, 2).contiguous()
+
+
+class VisualHistoryBuffer:
+    """Rolling FIFO of frame embeddings for 1 Hz online inference; reset between sequences.
+
+    Push one frame embedding per world-model tick; `visual_history()` returns the same layout the
+    windowed training path builds (oldest first, zeros for frames not seen yet).
+    """
+
+    def __init__(self, history_len: int, frame_dim: int) -> None:
+        self.history_len = history_len
+        self.frame_dim = frame_dim
+        self._frames: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        self._frames.clear()
+
+    def push(self, frame_embedding: torch.Tensor) -> None:
+        if frame_embedding.shape[-1] != self.frame_dim:
+            raise ValueError(
+                f"frame embedding has size {frame_embedding.shape[-1]}, expected {self.frame_dim}"
+            )
+        self._frames.append(frame_embedding)
+        del self._frames[: -self.history_len]
+
+    def visual_history(self) -> torch.Tensor:
+        if not self._frames:
+            raise ValueError("visual history buffer is empty: push a frame embedding first")
+        missing = self.history_len - len(self._frames)
+        pad = [torch.zeros_like(self._frames[0])] * missing
+        return torch.cat(pad + self._frames, dim=-1)

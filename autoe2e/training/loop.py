@@ -1,0 +1,277 @@
+"""The training loop: episode split, AdamW + warmup/cosine, accumulation, EMA, validation.
+
+Design choices that come from upstream failures: bf16 autocast without a GradScaler on CUDA
+(fp16 + scaler skipped every step), fp32 on CPU; gradient accumulation instead of tiny noisy
+batches; the EMA target is updated once per optimizer step; the best checkpoint is chosen on
+validation ADE of held-out episodes, and the test episodes are never touched here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from autoe2e import storage
+from autoe2e.config import ConfigError, ModelConfig, TrainConfig, to_dict
+from autoe2e.evaluation.collect import collect, nanmean, to_device
+from autoe2e.model import AutoE2E, checkpoint_bytes, ema_momentum
+from autoe2e.splits import split_episodes
+from autoe2e.training import distributed
+from autoe2e.training.losses import jepa_l1, trajectory_l1
+from autoe2e.training.runtime import DatasetFactory, autocast_dtype, shard_dataset_factory
+from autoe2e.training.schedule import lr_factor, progress
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "best.pt"
+SUMMARY_NAME = "train_summary.json"
+
+
+@dataclass
+class TrainResult:
+    checkpoint_uri: str
+    run_id: str | None
+    best_val_ade_m: float
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _loader(
+    ds: Dataset, cfg: TrainConfig, shuffle: bool, info: distributed.DistInfo, seed: int
+) -> DataLoader:
+    sampler = (
+        DistributedSampler(ds, info.world_size, info.rank, shuffle=shuffle, seed=seed)
+        if info.enabled
+        else None
+    )
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        generator=generator,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+        drop_last=False,
+    )
+
+
+def _flat_params(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
+    params = {f"model.{k}": v for k, v in to_dict(model_cfg).items()}
+    params.update({f"train.{k}": v for k, v in to_dict(train_cfg).items()})
+    return params
+
+
+def train(
+    manifest_uri: str,
+    out_uri: str,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    tracking: Any | None = None,
+    dataset_factory: DatasetFactory | None = None,
+) -> TrainResult:
+    """Train on the manifest's train episodes, select on val, write `<out_uri>/best.pt`.
+
+    `tracking` is an `autoe2e.tracking.Tracker` (or None); `dataset_factory` lets tests and
+    other data sources supply datasets with the ShardDataset item layout.
+    """
+    model_cfg.validate()
+    train_cfg.validate()
+    factory = dataset_factory or shard_dataset_factory
+    info = distributed.setup()
+    torch.manual_seed(train_cfg.seed + info.rank)
+    frames = model_cfg.use_world_model
+
+    full = factory(manifest_uri, None, frames)
+    cameras = list(full.cameras)
+    if len(cameras) > model_cfg.max_cameras:
+        raise ConfigError(
+            f"config field max_cameras={model_cfg.max_cameras} is invalid: the dataset has "
+            f"{len(cameras)} cameras {cameras}; raise max_cameras to >= {len(cameras)}"
+        )
+    split = split_episodes(
+        list(full.episode_ids()), train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed
+    )
+    logger.info("split by episode: %s", {k: len(v) for k, v in split.items()})
+    train_ds = factory(manifest_uri, split["train"], frames)
+    val_ds = factory(manifest_uri, split["val"], frames)
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise ValueError(
+            f"{manifest_uri}: empty split (train={len(train_ds)}, val={len(val_ds)} samples); "
+            "prepare more samples per episode or more episodes"
+        )
+    train_loader = _loader(train_ds, train_cfg, True, info, train_cfg.seed)
+    val_loader = _loader(val_ds, train_cfg, False, distributed.DistInfo(0, 1, 0, info.device), 0)
+
+    model = AutoE2E(model_cfg).to(info.device)
+    core = model
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(  # type: ignore[assignment]
+            model,
+            device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=not model_cfg.use_world_model,
+        )
+    optimizer = torch.optim.AdamW(
+        core.trainable_parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
+    )
+    amp = autocast_dtype(train_cfg.precision, info.device)
+    updates_per_epoch = math.ceil(len(train_loader) / train_cfg.grad_accum_steps)
+    total_steps = train_cfg.epochs * updates_per_epoch
+    if train_cfg.max_steps:
+        total_steps = min(total_steps, train_cfg.max_steps)
+    use_jepa = model_cfg.use_world_model and train_cfg.jepa_weight > 0
+
+    tracker = tracking if info.is_main else None
+    if tracker is not None:
+        tracker.log_params(_flat_params(model_cfg, train_cfg))
+        tracker.set_tags(
+            {"stage": "train", "manifest_uri": manifest_uri, "cameras": ",".join(cameras)}
+        )
+
+    checkpoint_uri = storage.join_uri(out_uri, CHECKPOINT_NAME)
+    best_ade = float("inf")
+    best_metrics: dict[str, float] = {}
+    step = 0
+    start = time.monotonic()
+    stop = False
+    last: dict[str, float] = {}
+    for epoch in range(train_cfg.epochs):
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        sums = {"loss": 0.0, "traj_l1": 0.0, "jepa_l1": 0.0}
+        micro = 0
+        for i, raw in enumerate(train_loader):
+            batch = to_device(raw, info.device)
+            with torch.autocast(
+                info.device.type, dtype=amp or torch.float32, enabled=amp is not None
+            ):
+                out = model(batch)
+            traj = trajectory_l1(
+                out.trajectory.float(),
+                batch["future_trajectory"].float(),
+                batch["trajectory_valid"],
+            )
+            loss = traj
+            jepa = torch.zeros((), device=info.device)
+            if use_jepa:
+                targets = core.jepa_targets(batch["future_images"])
+                jepa = jepa_l1(out.jepa_prediction, targets, batch["future_valid"])
+                loss = loss + train_cfg.jepa_weight * jepa
+            (loss / train_cfg.grad_accum_steps).backward()
+            micro += 1
+            sums["loss"] += float(loss.detach())
+            sums["traj_l1"] += float(traj.detach())
+            sums["jepa_l1"] += float(jepa.detach())
+            boundary = (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == len(train_loader)
+            if not boundary:
+                continue
+            frac = progress(step, total_steps, time.monotonic() - start, train_cfg.time_budget_s)
+            for group in optimizer.param_groups:
+                group["lr"] = train_cfg.lr * lr_factor(step, train_cfg.warmup_steps, frac)
+            grad_norm = torch.nn.utils.clip_grad_norm_(core.trainable_parameters(), 5.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            momentum = ema_momentum(frac, train_cfg.ema_momentum_start, train_cfg.ema_momentum_end)
+            core.target.update(core.backbone, momentum)
+            step += 1
+            if step % train_cfg.log_every_steps == 0 or step == 1:
+                last = {
+                    "train/loss": sums["loss"] / micro,
+                    "train/traj_l1": sums["traj_l1"] / micro,
+                    "train/jepa_l1": sums["jepa_l1"] / micro,
+                    "train/lr": optimizer.param_groups[0]["lr"],
+                    "train/grad_norm": float(grad_norm),
+                    "train/ema_momentum": momentum,
+                    "train/samples_per_s": (
+                        step * train_cfg.grad_accum_steps * train_cfg.batch_size * info.world_size
+                    )
+                    / (time.monotonic() - start),
+                }
+                logger.info(
+                    "epoch %d step %d %s", epoch, step, {k: round(v, 4) for k, v in last.items()}
+                )
+                if tracker is not None:
+                    tracker.log_metrics(last, step=step)
+                sums = dict.fromkeys(sums, 0.0)
+                micro = 0
+            elapsed = time.monotonic() - start
+            if (train_cfg.max_steps and step >= train_cfg.max_steps) or (
+                train_cfg.time_budget_s and elapsed >= train_cfg.time_budget_s
+            ):
+                stop = True
+                break
+
+        if info.is_main:
+            val = _validate(core, val_loader, info.device, amp)
+            val["epoch"] = float(epoch)
+            logger.info("epoch %d validation %s", epoch, {k: round(v, 4) for k, v in val.items()})
+            if tracker is not None:
+                tracker.log_metrics(val, step=step)
+            if val["val/ade_m"] < best_ade or not best_metrics:
+                best_ade = val["val/ade_m"]
+                best_metrics = dict(val)
+                extra = {
+                    "step": step,
+                    "epoch": epoch,
+                    "val_ade_m": best_ade,
+                    "split": split,
+                    "cameras": cameras,
+                    "manifest_uri": manifest_uri,
+                    "train_config": to_dict(train_cfg),
+                    "run_id": tracker.run_id if tracker is not None else None,
+                }
+                storage.write_bytes(checkpoint_uri, checkpoint_bytes(core, extra))
+                logger.info("new best val ADE %.3f m -> %s", best_ade, checkpoint_uri)
+        distributed.barrier(info)
+        if stop:
+            break
+
+    result_metrics = {**last, **{f"best_{k}": v for k, v in best_metrics.items()}}
+    result_metrics["train/steps"] = float(step)
+    result_metrics["train/wall_s"] = time.monotonic() - start
+    run_id = tracker.run_id if tracker is not None else None
+    if info.is_main:
+        summary = {
+            "checkpoint_uri": checkpoint_uri,
+            "run_id": run_id,
+            "split": split,
+            "metrics": result_metrics,
+        }
+        storage.write_bytes(
+            storage.join_uri(out_uri, SUMMARY_NAME),
+            json.dumps(summary, indent=2, sort_keys=True).encode(),
+        )
+        if tracker is not None:
+            tracker.log_metrics({"train/wall_s": result_metrics["train/wall_s"]}, step=step)
+            tracker.log_artifact_bytes(
+                CHECKPOINT_NAME, storage.read_bytes(checkpoint_uri), artifact_path="checkpoint"
+            )
+            tracker.log_dict(SUMMARY_NAME, summary)
+    distributed.teardown(info)
+    return TrainResult(checkpoint_uri, run_id, best_ade, step, result_metrics)
+
+
+def _validate(
+    model: AutoE2E, loader: DataLoader, device: torch.device, amp: torch.dtype | None
+) -> dict[str, float]:
+    collected = collect(model, loader, device, [], autocast_dtype=amp)
+    metrics = {
+        "val/ade_m": nanmean(collected.planners["model"]["ade"]),
+        "val/fde_m": nanmean(collected.planners["model"]["fde"]),
+        "val/cv_ade_m": nanmean(collected.planners["constant_velocity"]["ade"]),
+        "val/ctrv_ade_m": nanmean(collected.planners["ctrv"]["ade"]),
+    }
+    for name, values in collected.jepa.items():
+        metrics[f"val/jepa_l1_{name}"] = nanmean(values)
+    return metrics

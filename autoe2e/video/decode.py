@@ -1,0 +1,166 @@
+"""Decode one camera video onto a fixed-rate time grid.
+
+Why this shape: P/B frames depend on their predecessors, so every frame must be decoded, but
+colour conversion + resize is the expensive part and only the frames that land on the grid need
+it. Frames are matched to grid ticks by their presentation time (``pts * time_base`` plus the
+camera's ``start_time_s``), never by frame index, so variable-frame-rate files and cameras that
+start late are handled correctly. A tick with no frame within ``tolerance_s`` is a gap; it is
+reported (absent from the result), never filled with a neighbour.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be opened or decoded; the message names the file."""
+
+
+@dataclass
+class GridFrames:
+    """Frames chosen for grid ticks of one camera.
+
+    ``frames`` maps grid index k (time k / rate_hz) to (frame_time_s, payload), where payload
+    is whatever the ``encode`` callback returned for the converted RGB frame.
+    """
+
+    path: str
+    rate_hz: float
+    frames: dict[int, tuple[float, Any]] = field(default_factory=dict)
+    num_decoded: int = 0
+    first_time_s: float = math.nan
+    last_time_s: float = math.nan
+
+    def gap_ticks(self) -> list[int]:
+        """Ticks between the first and last chosen tick that have no frame."""
+        if not self.frames:
+            return []
+        lo, hi = min(self.frames), max(self.frames)
+        return [k for k in range(lo, hi + 1) if k not in self.frames]
+
+
+def decode_on_grid(
+    path: str | Path,
+    *,
+    rate_hz: float,
+    width: int,
+    height: int,
+    start_time_s: float = 0.0,
+    tolerance_s: float | None = None,
+    encode: Callable[[np.ndarray], Any] | None = None,
+    threads: int = 0,
+) -> GridFrames:
+    """Decode ``path`` once, keep the frame nearest to each tick k / rate_hz within tolerance.
+
+    ``tolerance_s`` defaults to half the stream's nominal frame period. Only chosen frames are
+    converted (``to_ndarray(width, height, rgb24)``, resize inside libswscale) and passed to
+    ``encode`` (e.g. a JPEG encoder) so memory stays bounded by the encoded size.
+    Raises `VideoDecodeError` for a missing, truncated or corrupt file.
+    """
+    name = str(path)
+    encode = encode or (lambda image: image)
+    result = GridFrames(path=name, rate_hz=rate_hz)
+    try:
+        with av.open(name) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"{name}: no video stream; write an H.264 MP4 per camera")
+            stream = container.streams.video[0]
+            if threads > 0:
+                # Must be set before the codec opens; explicit counts keep parallel
+                # per-camera decodes from oversubscribing the CPU.
+                stream.thread_type = "AUTO"
+                stream.thread_count = threads
+            tol = tolerance_s
+            if tol is None:
+                rate = stream.average_rate or stream.guessed_rate or 30
+                tol = 0.5 / float(rate)
+            _select(
+                container.decode(stream), stream, result, start_time_s, tol, width, height, encode
+            )
+    except av.error.FileNotFoundError as exc:
+        raise VideoDecodeError(f"{name}: file does not exist") from exc
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(
+            f"{name}: cannot decode ({type(exc).__name__}: {exc}); the file is truncated or "
+            "corrupt, re-export it"
+        ) from exc
+    if result.num_decoded == 0:
+        raise VideoDecodeError(f"{name}: the video holds no decodable frames; re-export it")
+    return result
+
+
+def _select(
+    frames: Any,
+    stream: Any,
+    result: GridFrames,
+    start_time_s: float,
+    tol: float,
+    width: int,
+    height: int,
+    encode: Callable[[np.ndarray], Any],
+) -> None:
+    """Streaming nearest-frame selection with a one-frame look-back.
+
+    For consecutive frames at times p < c, every tick g in (p, c] is nearest to p or c; the
+    first frame also owns ticks in [c - tol, c] and the last one ticks in (p, p + tol].
+    Each frame is converted at most once, only if some tick chooses it.
+    """
+    hz = result.rate_hz
+    time_base = stream.time_base
+    prev: list[Any] | None = None  # [time, frame, payload or None]
+
+    def payload(entry: list[Any]) -> Any:
+        if entry[2] is None:
+            image = entry[1].to_ndarray(width=width, height=height, format="rgb24")
+            entry[2] = encode(image)
+        return entry[2]
+
+    def assign(k: int, entry: list[Any]) -> None:
+        result.frames[k] = (entry[0], payload(entry))
+
+    for frame in frames:
+        if frame.pts is None:
+            logger.warning("%s: frame without pts skipped", result.path)
+            continue
+        t = float(frame.pts * time_base) + start_time_s
+        result.num_decoded += 1
+        cur = [t, frame, None]
+        if prev is None:
+            result.first_time_s = t
+            for k in range(math.ceil((t - tol) * hz - 1e-9), math.floor(t * hz + 1e-9) + 1):
+                if abs(k / hz - t) <= tol + 1e-9:
+                    assign(k, cur)
+        else:
+            p = prev[0]
+            if t <= p:
+                logger.warning(
+                    "%s: non-increasing frame time %.6f after %.6f skipped", result.path, t, p
+                )
+                result.num_decoded -= 1
+                continue
+            for k in range(math.floor(p * hz) - 1, math.floor(t * hz) + 2):
+                g = k / hz
+                if not p < g <= t:
+                    continue
+                best = prev if (g - p) <= (t - g) else cur
+                if abs(g - best[0]) <= tol + 1e-9:
+                    assign(k, best)
+        prev = cur  # the older frame can no longer be the nearest to any later tick
+    if prev is not None:
+        p = prev[0]
+        result.last_time_s = p
+        for k in range(math.floor(p * hz) + 1, math.floor((p + tol) * hz + 1e-9) + 1):
+            g = k / hz
+            if p < g <= p + tol + 1e-9:
+                assign(k, prev)

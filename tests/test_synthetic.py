@@ -1,0 +1,331 @@
+"""The synthetic world writes contract-conformant, deterministic, kinematically sane episodes
+whose cameras show what the ego reacts to (brake lights, traffic lights) before it reacts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from autoe2e.config import ConfigError, GenerateConfig
+from autoe2e.contract import (
+    CAMERA_DIR,
+    EGO_FILE,
+    EPISODE_JSON,
+    MAP_COLUMNS,
+    MAP_FILE,
+    MAP_KINDS,
+    EpisodeMeta,
+    check_ego_table,
+    check_map_table,
+    ego_schema,
+)
+from autoe2e.synthetic import SCENARIO_FILE, generate_episode, generate_episodes
+from autoe2e.synthetic.ego import simulate, speed_profile
+from autoe2e.synthetic.render import camera_rig
+from autoe2e.synthetic.road import EGO_LANE_OFFSET_M, build_road
+from autoe2e.synthetic.traffic import TrafficPlan
+from autoe2e.video.encode import Mp4Writer
+
+FPS = 30
+
+
+def tiny(**overrides: object) -> GenerateConfig:
+    base = dict(
+        num_episodes=2,
+        duration_s=12.0,
+        seed=7,
+        cameras=["front", "rear"],
+        image_width=64,
+        image_height=48,
+        lead_vehicle_probability=1.0,
+        stop_event_probability=1.0,
+    )
+    base.update(overrides)
+    return GenerateConfig(**base)  # type: ignore[arg-type]
+
+
+def decode(path: Path) -> tuple[list[np.ndarray], list[float], av.video.stream.VideoStream]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames, times = [], []
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.pts * stream.time_base))
+        return frames, times, stream
+
+
+def ego(episode: Path) -> dict[str, np.ndarray]:
+    table = pq.read_table(episode / EGO_FILE)
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def scenario(episode: Path) -> dict:
+    return json.loads((episode / SCENARIO_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("world")
+    ids = generate_episodes(root, tiny(), workers=2)
+    return root, ids
+
+
+def test_episodes_follow_the_contract(world: tuple[Path, list[str]]) -> None:
+    root, ids = world
+    assert ids == ["ep0007_0000", "ep0007_0001"]
+    assert sorted(p.name for p in root.iterdir()) == ids  # no temporary directories left
+    for eid in ids:
+        ep = root / eid
+        meta = EpisodeMeta.from_json((ep / EPISODE_JSON).read_text())
+        assert meta.episode_id == eid and meta.cameras == ["front", "rear"]
+        assert meta.camera_fps == FPS
+        front, rear = meta.camera_info["front"], meta.camera_info["rear"]
+        assert (front.intrinsics.width, front.intrinsics.height) == (64, 48)
+        assert front.intrinsics.fx == pytest.approx(32 / math.tan(math.radians(50)))
+        assert front.extrinsics.yaw_rad == 0.0 and rear.extrinsics.yaw_rad == pytest.approx(math.pi)
+        assert front.extrinsics.x_m > 0 > rear.extrinsics.x_m
+
+        table = pq.read_table(ep / EGO_FILE)
+        check_ego_table(table, eid)
+        assert table.schema.equals(ego_schema())
+        assert table.num_rows == 12 * FPS
+        t = table.column("timestamp_s").to_numpy()
+        np.testing.assert_allclose(t, np.arange(12 * FPS) / FPS)
+
+        roads = pq.read_table(ep / MAP_FILE)
+        check_map_table(roads, eid)
+        assert roads.column_names == list(MAP_COLUMNS)
+        assert set(roads.column("kind").to_pylist()) == set(MAP_KINDS)
+        for xs, ys in zip(
+            roads.column("x_m").to_pylist(), roads.column("y_m").to_pylist(), strict=True
+        ):
+            assert len(xs) == len(ys) > 10
+
+        sc = scenario(ep)
+        assert sc["episode_id"] == eid and sc["lead_vehicle"] is not None
+        assert any(e["kind"] == "stop" for e in sc["events"])
+
+
+def test_mp4s_decode_at_exact_frame_times(world: tuple[Path, list[str]]) -> None:
+    root, ids = world
+    for cam in ("front", "rear"):
+        frames, times, stream = decode(root / ids[0] / CAMERA_DIR / f"{cam}.mp4")
+        assert stream.codec_context.name == "h264"
+        assert stream.average_rate == FPS
+        assert len(frames) == 12 * FPS
+        assert frames[0].shape == (48, 64, 3)
+        np.testing.assert_allclose(times, np.arange(12 * FPS) / FPS, atol=1e-9)
+        # The world moves: consecutive frames differ, but only a little (predictable motion).
+        diffs = [np.abs(a.astype(int) - b).mean() for a, b in zip(frames, frames[1:], strict=False)]
+        assert np.mean(diffs) > 0.3
+        assert np.median(diffs) < 25
+
+
+def test_telemetry_is_kinematically_consistent(world: tuple[Path, list[str]]) -> None:
+    root, ids = world
+    cfg = tiny()
+    for eid in ids:
+        e = ego(root / eid)
+        t, v, a = e["timestamp_s"], e["speed_mps"], e["accel_mps2"]
+        np.testing.assert_allclose(e["yaw_rate_rps"], v * e["curvature_1pm"], atol=1e-9)
+        np.testing.assert_allclose(np.gradient(v, t)[1:-1], a[1:-1], atol=0.35)
+        assert np.all(v >= 0) and np.all(v <= cfg.max_speed_mps + 0.05)
+        assert np.all(np.abs(a) <= 8.0 + 1e-6)
+        curve_limit = np.sqrt(
+            cfg.max_lateral_accel_mps2 / np.maximum(np.abs(e["curvature_1pm"]), 1e-9)
+        )
+        assert np.all(v <= curve_limit + 0.3)
+        # Positions integrate the speed along the heading.
+        step = np.hypot(np.diff(e["x_m"]), np.diff(e["y_m"]))
+        np.testing.assert_allclose(step, 0.5 * (v[1:] + v[:-1]) / FPS, atol=2e-3)
+        moving = v[1:] > 1.0
+        heading = np.arctan2(np.diff(e["y_m"]), np.diff(e["x_m"]))
+        err = np.angle(np.exp(1j * (heading - e["yaw_rad"][1:])))[moving]
+        assert np.abs(err).max() < 0.02
+        assert np.all(np.abs(e["yaw_rad"]) <= math.pi)
+
+
+def test_ego_stops_before_the_stop_line(world: tuple[Path, list[str]]) -> None:
+    root, ids = world
+    stopped = 0
+    for eid in ids:
+        e = ego(root / eid)
+        stop = next(ev for ev in scenario(root / eid)["events"] if ev["kind"] == "stop")
+        if stop["ego_stop_time_s"] is None:
+            continue
+        stopped += 1
+        k = int(round(stop["ego_stop_time_s"] * FPS)) + 1
+        assert e["speed_mps"][k] < 0.1
+        # Stopped behind the line (ahead along its heading), within the trigger range.
+        to_line = np.array(
+            [stop["stop_line_x_m"] - e["x_m"][k], stop["stop_line_y_m"] - e["y_m"][k]]
+        )
+        ahead = to_line @ np.array([math.cos(e["yaw_rad"][k]), math.sin(e["yaw_rad"][k])])
+        assert 2.0 < ahead < 60.0
+        # Before stopping it braked smoothly (no jump in accel bigger than the jerk limits allow).
+        assert np.abs(np.diff(e["accel_mps2"][:k])).max() < 20.0 / FPS + 0.05
+    assert stopped >= 1
+
+
+def test_same_seed_same_episode_other_seed_differs(
+    world: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    root, ids = world
+    again = generate_episode(tmp_path / "again", 0, tiny())
+    assert again == ids[0]
+    assert pq.read_table(tmp_path / "again" / again / EGO_FILE).equals(
+        pq.read_table(root / ids[0] / EGO_FILE)
+    )
+    first, _, _ = decode(root / ids[0] / CAMERA_DIR / "front.mp4")
+    second, _, _ = decode(tmp_path / "again" / again / CAMERA_DIR / "front.mp4")
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+    other = generate_episode(tmp_path / "other", 0, tiny(seed=8))
+    assert other == "ep0008_0000"
+    a, b = ego(root / ids[0]), ego(tmp_path / "other" / other)
+    assert not np.allclose(a["x_m"], b["x_m"])
+
+
+def _red(frame: np.ndarray) -> int:
+    """Pixels of saturated red (lit brake lights, red lamp); nothing else in the world is red."""
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    return int(((r > 150) & (r - g > 80) & (r - b > 60)).sum())
+
+
+def _green(frame: np.ndarray) -> int:
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    return int(((g > 170) & (g - r > 90) & (g - b > 50)).sum())
+
+
+def test_lead_brake_lights_are_visible_in_the_front_camera(tmp_path: Path) -> None:
+    # A narrow (tele) front camera: at 100 deg and 160 px the lamps are ~2 px and H.264 chroma
+    # subsampling washes them out.
+    cfg = tiny(
+        cameras=["front"],
+        image_width=160,
+        image_height=96,
+        horizontal_fov_deg=45.0,
+        stop_event_probability=0.0,
+        oncoming_traffic_density=0.0,
+        seed=11,
+    )
+    eid = generate_episode(tmp_path, 0, cfg)
+    frames, _, _ = decode(tmp_path / eid / CAMERA_DIR / "front.mp4")
+    red = np.array([_red(f) for f in frames])
+    brakes = [ev for ev in scenario(tmp_path / eid)["events"] if ev["kind"] == "lead_brake"]
+    assert brakes, "the lead vehicle should brake at least once"
+    for ev in brakes:
+        during = red[int(ev["start_time_s"] * FPS) + 3 : int(ev["end_time_s"] * FPS)]
+        assert during.min() >= 2, "brake lights must show while the lead brakes hard"
+    assert red.min() == 0, "brake lights are off while the lead cruises"
+    # The ego reacts after a perception delay: the lights are on before its own braking.
+    e = ego(tmp_path / eid)
+    first = brakes[0]
+    k0 = int(first["start_time_s"] * FPS) + 1
+    assert red[k0 + 2] >= 2
+    assert e["accel_mps2"][k0 + 2] > e["accel_mps2"][k0 : k0 + 60].min() + 1.0
+
+
+def test_green_light_is_visible_before_the_ego_moves(tmp_path: Path) -> None:
+    cfg = tiny(
+        cameras=["front"],
+        image_width=160,
+        image_height=96,
+        lead_vehicle_probability=0.0,
+        oncoming_traffic_density=0.0,
+        duration_s=18.0,
+        seed=5,
+    )
+    eid = generate_episode(tmp_path, 0, cfg)
+    stop = next(ev for ev in scenario(tmp_path / eid)["events"] if ev["kind"] == "stop")
+    assert stop["ego_stop_time_s"] is not None and stop["green_time_s"] is not None
+    assert stop["ego_go_time_s"] is not None
+    frames, _, _ = decode(tmp_path / eid / CAMERA_DIR / "front.mp4")
+    k_stop = int(stop["ego_stop_time_s"] * FPS)
+    k_green = int(math.ceil(stop["green_time_s"] * FPS))
+    k_go = int(stop["ego_go_time_s"] * FPS)
+    assert k_go - k_green >= 0.5 * FPS, "the ego pulls away with a human reaction delay"
+    assert _red(frames[k_stop]) >= 2 and _green(frames[k_stop]) == 0
+    assert _green(frames[k_green + 1]) >= 2 and _red(frames[k_green + 1]) == 0
+    speed = ego(tmp_path / eid)["speed_mps"]
+    assert speed[k_green + 1] < 0.05
+
+
+def test_ego_slows_before_sharp_curves() -> None:
+    cfg = GenerateConfig(curve_probability=1.0, s_bend_probability=0.0, duration_s=40.0)
+    steps_per_s = 100  # SIM_DT_S = 0.01
+    checked = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        road, spans = build_road(rng, 900.0, cfg, lead_in_m=100.0)
+        lane = road.lane(EGO_LANE_OFFSET_M)
+        start = float(lane.lane_s_of(20.0))
+        m = simulate(lane, TrafficPlan(None, (), None), cfg, start, cfg.max_speed_mps, 40.0)
+        for span in spans:
+            peak = abs(span.peak_curvature_1pm)
+            in_span = (road.s >= span.road_s_start_m) & (road.s <= span.road_s_end_m)
+            arc_road_s = road.s[in_span & (np.abs(road.kappa) >= 0.99 * peak)][0]
+            hits = np.flatnonzero(m.ego_s >= lane.lane_s_of(arc_road_s))
+            if len(hits) == 0 or hits[0] < 5 * steps_per_s:
+                continue
+            k_arc = int(hits[0])
+            lane_kappa = abs(float(np.interp(m.ego_s[k_arc], lane.s, lane.kappa)))
+            limit = math.sqrt(cfg.max_lateral_accel_mps2 / lane_kappa)
+            if m.ego_v[k_arc - 4 * steps_per_s] < limit + 3.0:
+                continue  # nothing to brake for
+            assert m.ego_v[k_arc] <= limit + 0.3
+            braking = m.ego_a[:k_arc] < -0.2
+            last = int(np.flatnonzero(braking)[-1])  # end of the braking run before the arc
+            k_brake = last + 1 - int(np.argmin(braking[: last + 1][::-1]))
+            # Braking starts >= 2 s and >= 40 m before the arc: the curve is in view by then.
+            assert k_arc - k_brake >= 2 * steps_per_s
+            assert m.ego_s[k_arc] - m.ego_s[k_brake] >= 40.0
+            checked += 1
+    assert checked >= 2
+    prof = speed_profile(lane, 20.0, 2.5, 1.5)
+    decel = -np.diff(prof**2) / (2 * np.diff(lane.s))
+    assert decel.max() <= 1.5 + 1e-6
+
+
+def test_camera_rig_names_and_yaws() -> None:
+    rig = camera_rig(tiny(cameras=["front", "left", "right", "rear"]))
+    assert [round(math.degrees(c.extrinsics.yaw_rad)) for c in rig] == [0, 90, -90, 180]
+    rig = camera_rig(tiny(cameras=["a", "b", "c"]))
+    assert [round(math.degrees(c.extrinsics.yaw_rad)) for c in rig] == [0, 120, 240]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"curve_probability": 1.5}, "curve_probability"),
+        ({"curve_probability": 0.7, "s_bend_probability": 0.5}, "curve_probability"),
+        ({"horizontal_fov_deg": 190.0}, "horizontal_fov_deg"),
+        ({"cameras": ["front", "front/left"]}, "cameras"),
+        ({"crf": 60}, "crf"),
+        ({"duration_s": 5.0}, "duration_s"),
+        ({"image_width": 63}, "image_width"),
+        ({"cameras": ["front", "front"]}, "cameras"),
+    ],
+)
+def test_bad_configs_are_rejected_by_name(tmp_path: Path, overrides: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        generate_episode(tmp_path, 0, tiny(**overrides))
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_worker_count_and_odd_frames_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workers"):
+        generate_episodes(tmp_path, tiny(), workers=-1)
+    with pytest.raises(ValueError, match="even"):
+        Mp4Writer(tmp_path / "x.mp4", 63, 48, 30)
+    with (
+        Mp4Writer(tmp_path / "y.mp4", 64, 48, 30) as writer,
+        pytest.raises(ValueError, match="expected"),
+    ):
+        writer.write(np.zeros((48, 64), np.uint8))

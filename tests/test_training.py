@@ -1,0 +1,207 @@
+"""Training: episode split, masked losses, a tiny overfit, and the full `train` loop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from autoe2e.config import ConfigError, ModelConfig, TrainConfig
+from autoe2e.model import AutoE2E, TargetEncoder, load_model
+from autoe2e.splits import split_episodes
+from autoe2e.training import train
+from autoe2e.training.losses import jepa_l1, trajectory_l1
+from autoe2e.training.schedule import lr_factor, progress
+
+torch.set_num_threads(2)
+
+CAMERAS = ["front", "left", "right", "rear"]
+
+
+def tiny_cfg(**overrides: object) -> ModelConfig:
+    base = dict(
+        backbone="mobilenetv3_small_050",
+        image_height=32,
+        image_width=48,
+        max_cameras=4,
+        embed_dim=32,
+        map_raster_size=16,
+        ego_history_steps=8,
+        trajectory_steps=16,
+        frame_embed_dim=24,
+    )
+    base.update(overrides)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+class FakeShards(Dataset):
+    """ShardDataset stand-in: per-episode speed/yaw rate/acceleration, with the acceleration
+    also written into the front camera's brightness (so cameras carry information)."""
+
+    def __init__(self, cfg: ModelConfig, episodes: list[str] | None, per_episode: int = 6) -> None:
+        self.cfg = cfg
+        self.cameras = CAMERAS[:3]
+        self._all = [f"ep{i}" for i in range(6)]
+        self.episodes = self._all if episodes is None else list(episodes)
+        self.per_episode = per_episode
+
+    def episode_ids(self) -> list[str]:
+        return list(self._all)
+
+    def __len__(self) -> int:
+        return len(self.episodes) * self.per_episode
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        cfg = self.cfg
+        ep = self.episodes[i // self.per_episode]
+        k = self._all.index(ep)
+        g = torch.Generator().manual_seed(i)
+        speed, yaw_rate, accel = 4.0 + k, 0.02 * (k - 3), 0.5 * (k % 3 - 1)
+        v, h, w = len(self.cameras), cfg.image_height, cfg.image_width
+        images = torch.rand(v, 3, h, w, generator=g) * 0.2
+        images[0] += 0.4 + 0.3 * accel
+        ego = torch.zeros(cfg.ego_history_steps, 4)
+        ego[:, 0], ego[:, 1], ego[:, 2] = speed, accel, yaw_rate
+        t = torch.arange(1, cfg.trajectory_steps + 1) * 0.1
+        x = speed * t + 0.5 * accel * t**2
+        y = 0.5 * speed * yaw_rate * t**2
+        valid = torch.ones(cfg.trajectory_steps, dtype=torch.bool)
+        valid[-(i % 3) :] = i % 3 == 0  # some samples lose their last steps
+        return {
+            "images": images,
+            "camera_index": torch.arange(v),
+            "history_images": torch.rand(cfg.history_len, v, 3, h, w, generator=g),
+            "history_valid": torch.tensor([i % 2 == 0] + [True] * (cfg.history_len - 1)),
+            "future_images": torch.rand(cfg.future_steps, v, 3, h, w, generator=g),
+            "future_valid": torch.tensor([True] * (cfg.future_steps - 1) + [i % 2 == 1]),
+            "map_raster": torch.zeros(3, cfg.map_raster_size, cfg.map_raster_size),
+            "map_valid": torch.tensor(0.0),
+            "ego_history": ego,
+            "future_trajectory": torch.stack([x, y], dim=-1),
+            "trajectory_valid": valid,
+            "episode_id": ep,
+            "timestamp_s": float(i),
+        }
+
+
+def factory_for(cfg: ModelConfig):
+    return lambda manifest, episodes, frames: FakeShards(cfg, episodes)
+
+
+def test_split_is_deterministic_disjoint_and_complete() -> None:
+    ids = [f"episode-{i:03d}" for i in range(20)]
+    split = split_episodes(ids, 0.2, 0.2, seed=3)
+    assert split == split_episodes(list(reversed(ids)), 0.2, 0.2, seed=3)
+    assert sorted(split["train"] + split["val"] + split["test"]) == ids
+    assert len(split["test"]) == 4 and len(split["val"]) == 4 and len(split["train"]) == 12
+    assert split != split_episodes(ids, 0.2, 0.2, seed=4)
+    # With only 3 episodes every part still gets one.
+    small = split_episodes(["a", "b", "c"], 0.1, 0.1)
+    assert all(len(v) == 1 for v in small.values())
+    with pytest.raises(ValueError, match="at least 3 episodes"):
+        split_episodes(["a", "b"], 0.2, 0.2)
+    with pytest.raises(ValueError, match="unique"):
+        split_episodes(["a", "a", "b"], 0.2, 0.2)
+
+
+def test_masked_losses_ignore_invalid_steps() -> None:
+    pred = torch.zeros(1, 4, 2)
+    target = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [100.0, 0.0], [100.0, 0.0]]])
+    valid = torch.tensor([[True, True, False, False]])
+    assert float(trajectory_l1(pred, target, valid)) == pytest.approx(1.0)
+    assert float(trajectory_l1(pred, target, torch.zeros_like(valid))) == 0.0
+    jp = torch.zeros(1, 2, 3)
+    jt = torch.stack([torch.full((3,), 2.0), torch.full((3,), 50.0)])[None]
+    assert float(jepa_l1(jp, jt, torch.tensor([[True, False]]))) == pytest.approx(2.0)
+
+
+def test_schedule_warms_up_then_decays_with_time_or_steps() -> None:
+    assert lr_factor(0, 10, 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 0.0) == pytest.approx(1.0)
+    assert lr_factor(50, 10, 1.0) == pytest.approx(0.05)
+    assert progress(5, 10, elapsed_s=90, time_budget_s=100) == pytest.approx(0.9)
+    assert progress(5, 10, elapsed_s=90, time_budget_s=0) == pytest.approx(0.5)
+
+
+def test_overfits_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = AutoE2E(cfg)
+    data = FakeShards(cfg, None)
+    batch = torch.utils.data.default_collate([data[i] for i in range(0, 36, 4)])
+    # Make the targets something the kinematic prior cannot produce on its own.
+    batch["future_trajectory"][..., 1] += torch.linspace(0, 3, cfg.trajectory_steps)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = model(batch)
+        loss = trajectory_l1(out.trajectory, batch["future_trajectory"], batch["trajectory_valid"])
+        jepa = jepa_l1(
+            out.jepa_prediction, model.jepa_targets(batch["future_images"]), batch["future_valid"]
+        )
+        (loss + 0.2 * jepa).backward()
+        opt.step()
+        opt.zero_grad()
+        model.target.update(model.backbone, 0.99)
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.4 * losses[0], losses
+
+
+def test_train_writes_best_checkpoint_and_updates_ema_per_optimizer_step(
+    tmp_path, monkeypatch
+) -> None:
+    calls = []
+    original = TargetEncoder.update
+
+    def counting_update(self, online, momentum):
+        calls.append(momentum)
+        return original(self, online, momentum)
+
+    monkeypatch.setattr(TargetEncoder, "update", counting_update)
+    cfg = tiny_cfg()
+    tcfg = TrainConfig(
+        epochs=2,
+        batch_size=4,
+        grad_accum_steps=2,
+        warmup_steps=2,
+        log_every_steps=1,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
+    result = train(
+        "fake://manifest", str(tmp_path / "out"), cfg, tcfg, dataset_factory=factory_for(cfg)
+    )
+    # 4 train episodes x 6 samples = 24 -> 6 micro-batches -> 3 optimizer steps per epoch.
+    split = split_episodes([f"ep{i}" for i in range(6)], 0.2, 0.2, 0)
+    micro = math.ceil(len(split["train"]) * 6 / 4)
+    assert result.steps == 2 * math.ceil(micro / 2)
+    assert len(calls) == result.steps
+    assert calls[0] == pytest.approx(0.996) and calls[-1] > calls[0]
+    assert math.isfinite(result.best_val_ade_m)
+    assert result.run_id is None
+    model, extra = load_model((tmp_path / "out" / "best.pt").read_bytes())
+    assert extra["split"] == split
+    assert extra["cameras"] == CAMERAS[:3]
+    assert extra["val_ade_m"] == pytest.approx(result.best_val_ade_m)
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["checkpoint_uri"] == result.checkpoint_uri
+    assert result.metrics["best_val/ade_m"] == pytest.approx(result.best_val_ade_m)
+
+
+def test_time_budget_and_max_steps_stop_training(tmp_path) -> None:
+    cfg = tiny_cfg(use_world_model=False)
+    tcfg = TrainConfig(epochs=50, batch_size=4, max_steps=2, val_fraction=0.2, test_fraction=0.2)
+    result = train("fake://m", str(tmp_path / "a"), cfg, tcfg, dataset_factory=factory_for(cfg))
+    assert result.steps == 2
+    tcfg = TrainConfig(epochs=50, batch_size=4, time_budget_s=0.01)
+    result = train("fake://m", str(tmp_path / "b"), cfg, tcfg, dataset_factory=factory_for(cfg))
+    assert result.steps == 1
+
+
+def test_too_many_cameras_for_the_model_is_a_config_error(tmp_path) -> None:
+    cfg = tiny_cfg(max_cameras=2)
+    with pytest.raises(ConfigError, match="max_cameras=2.*3 cameras"):
+        train("fake://m", str(tmp_path), cfg, TrainConfig(), dataset_factory=factory_for(cfg))
