@@ -44,24 +44,25 @@ def test_tasks_serialise_with_resources_and_image() -> None:
     assert prep.template.container.image == IMAGE
 
     train = get_serializable(OrderedDict(), _settings(), train_model)
-    # shared_memory turns the container into a pod spec with a memory-backed /dev/shm volume
-    pod = train.template.k8s_pod.pod_spec
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in volumes.values())
-    container = pod["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["resources"]["requests"]["memory"] == "16Gi"
+    requests, limits = _resources(train)
+    assert requests["gpu"] == limits["gpu"] == "1"
+    assert requests["cpu"] == "4" and requests["memory"] == "16Gi"
+    # a memory-backed /dev/shm: DataLoader workers died with bus errors upstream without it
+    shm = train.template.extended_resources.shared_memory
+    assert (shm.mount_path, shm.size_limit) == ("/dev/shm", "8Gi")
+    annotations = train.template.to_flyte_idl().metadata.metadata.annotations
+    assert annotations["karpenter.sh/do-not-disrupt"] == "true"
     assert train.template.metadata.retries.retries == 2
 
     evaluate = get_serializable(OrderedDict(), _settings(), evaluate_model)
-    assert [v for v in evaluate.template.interface.outputs.variables]  # typed summary output
+    assert list(evaluate.template.interface.outputs) == ["o0"]  # one typed summary output
 
 
 def test_workflow_and_nightly_launch_plan_compile() -> None:
     wf = get_serializable(OrderedDict(), _settings(), autoe2e_pipeline)
     node_ids = [n.id for n in wf.template.nodes]
     assert len(node_ids) == 3
-    assert set(wf.template.interface.inputs.variables) >= {"episodes_uri", "out_uri"}
+    assert set(wf.template.interface.inputs) >= {"episodes_uri", "out_uri"}
 
     lp = get_serializable(OrderedDict(), _settings(), nightly_retraining)
     assert lp.spec.entity_metadata.schedule.cron_schedule.schedule == "0 3 * * *"

@@ -15,7 +15,11 @@ from autoe2e.config import EvalConfig, GenerateConfig, ModelConfig, PrepareConfi
 from autoe2e.synthetic import generate_episodes
 
 TINY_GENERATE = GenerateConfig(
-    num_episodes=5, duration_s=16.0, seed=3, cameras=["front", "rear"], image_width=96,
+    num_episodes=5,
+    duration_s=16.0,
+    seed=3,
+    cameras=["front", "rear"],
+    image_width=96,
     image_height=64,
 )
 TINY_PREPARE = PrepareConfig(image_width=48, image_height=32, sample_stride=4, map_raster_size=32)
@@ -71,7 +75,7 @@ def test_workflow_runs_end_to_end_locally(episodes: Path, tmp_path, monkeypatch)
     report = json.loads(Path(summary.report_uri).read_text())
     assert report["held_out"] is True
     assert summary.model_ade_m > 0 and summary.constant_velocity_ade_m > 0
-    assert summary.model_ade_m == pytest.approx(report["planners"]["model"]["ade_m"])
+    assert summary.model_ade_m == pytest.approx(report["planner"]["model"]["ade_m"])
 
     client = MlflowClient(tracking_uri=summary.tracking_uri)
     run = client.get_run(summary.mlflow_run_id)
