@@ -87,6 +87,8 @@ class PrepareConfig:
     shard_target_bytes: int = 256 * 1024 * 1024
     row_group_target_bytes: int = 64 * 1024 * 1024
     decode_threads: int = 0
+    #: Episodes prepared in parallel processes (0 = one per CPU core).
+    workers: int = 0
 
     def validate(self) -> PrepareConfig:
         for name in ("image_width", "image_height"):

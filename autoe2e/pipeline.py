@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,7 +66,10 @@ def run_uri(out_uri: str, run_id: str) -> str:
 def prepare_stage(episodes_uri: str, out_uri: str, config: PrepareConfig):
     from autoe2e.data.prepare import prepare_dataset
 
-    return prepare_dataset(episodes_uri, storage.join_uri(out_uri, DATASET_DIR), config.validate())
+    workers = config.workers or os.cpu_count() or 1
+    return prepare_dataset(
+        episodes_uri, storage.join_uri(out_uri, DATASET_DIR), config.validate(), max_workers=workers
+    )
 
 
 def train_stage(

@@ -20,6 +20,15 @@ from autoe2e.data.schema import EGO_HISTORY_FEATURES, SCHEMA_VERSION, TRAJECTORY
 
 MANIFEST_FILE = "manifest.json"
 #: Fields that decide whether an existing manifest already describes this run.
+#: PrepareConfig fields that change how fast prepare runs, never what it writes; they stay out of
+#: the manifest's identity so a re-run with more workers is still recognised as the same dataset.
+EXECUTION_ONLY_FIELDS = frozenset({"workers", "decode_threads"})
+
+
+def output_parameters(config: PrepareConfig) -> dict[str, Any]:
+    return {k: v for k, v in to_dict(config).items() if k not in EXECUTION_ONLY_FIELDS}
+
+
 IDENTITY_FIELDS = ("contract_version", "schema_version", "parameters", "inputs_sha256")
 
 
@@ -58,7 +67,7 @@ def build_manifest(
     return {
         "contract_version": CONTRACT_VERSION,
         "schema_version": SCHEMA_VERSION,
-        "parameters": to_dict(config),
+        "parameters": output_parameters(config),
         "inputs_sha256": inputs_sha256,
         "episodes_uri": episodes_uri,
         "cameras": list(cameras),

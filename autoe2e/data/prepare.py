@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoe2e import storage
-from autoe2e.config import PrepareConfig, to_dict
+from autoe2e.config import PrepareConfig
 from autoe2e.contract import CONTRACT_VERSION, EpisodeContractError
 from autoe2e.data import manifest as mf
 from autoe2e.data.episode import EpisodeSamples, prepare_episode
@@ -130,7 +130,7 @@ def _existing_manifest(
     new = {
         "contract_version": CONTRACT_VERSION,
         "schema_version": SCHEMA_VERSION,
-        "parameters": to_dict(config),
+        "parameters": mf.output_parameters(config),
         "inputs_sha256": inputs_sha256,
     }
     if mf.same_identity(old, new):
