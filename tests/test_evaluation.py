@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_configs import tiny_model_config
 
 from autoe2e.config import EvalConfig, ModelConfig
 from autoe2e.evaluation import (
@@ -91,17 +92,7 @@ def test_bootstrap_ci_resamples_episodes() -> None:
 
 
 def tiny_cfg() -> ModelConfig:
-    return ModelConfig(
-        backbone="mobilenetv3_small_050",
-        image_height=32,
-        image_width=48,
-        max_cameras=4,
-        embed_dim=32,
-        map_raster_size=16,
-        ego_history_steps=8,
-        trajectory_steps=20,
-        frame_embed_dim=24,
-    )
+    return tiny_model_config(trajectory_steps=20)
 
 
 class StraightRoad(torch.utils.data.Dataset):

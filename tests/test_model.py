@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_configs import tiny_model_config
 
 from autoe2e.config import ConfigError, ModelConfig
 from autoe2e.evaluation.metrics import constant_velocity
@@ -24,22 +25,6 @@ from autoe2e.model.trajectory import integrate_controls
 from autoe2e.training.losses import jepa_l1, trajectory_l1
 
 torch.set_num_threads(2)
-
-
-def tiny_cfg(**overrides: object) -> ModelConfig:
-    base = dict(
-        backbone="mobilenetv3_small_050",
-        image_height=32,
-        image_width=48,
-        max_cameras=4,
-        embed_dim=32,
-        map_raster_size=16,
-        ego_history_steps=8,
-        trajectory_steps=16,
-        frame_embed_dim=24,
-    )
-    base.update(overrides)
-    return ModelConfig(**base)  # type: ignore[arg-type]
 
 
 def make_batch(cfg: ModelConfig, b: int = 2, v: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -66,7 +51,7 @@ def make_batch(cfg: ModelConfig, b: int = 2, v: int = 3, seed: int = 0) -> dict[
 @pytest.fixture(scope="module")
 def model() -> AutoE2E:
     torch.manual_seed(0)
-    return AutoE2E(tiny_cfg())
+    return AutoE2E(tiny_model_config())
 
 
 def test_output_shapes_and_jepa_targets(model: AutoE2E) -> None:
@@ -124,7 +109,7 @@ def test_wrong_shapes_name_expected_and_actual(model: AutoE2E) -> None:
 
 def test_unknown_backbone_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="backbone='no_such_net'"):
-        AutoE2E(tiny_cfg(backbone="no_such_net"))
+        AutoE2E(tiny_model_config(backbone="no_such_net"))
 
 
 def _backbone_grad_norm(model: AutoE2E) -> float:
@@ -135,7 +120,7 @@ def _backbone_grad_norm(model: AutoE2E) -> float:
 @pytest.mark.parametrize("stop_gradient", [True, False])
 def test_jepa_gradient_reaches_backbone_only_without_stop_gradient(stop_gradient: bool) -> None:
     torch.manual_seed(0)
-    model = AutoE2E(tiny_cfg(stop_gradient_world_model=stop_gradient))
+    model = AutoE2E(tiny_model_config(stop_gradient_world_model=stop_gradient))
     batch = make_batch(model.cfg)
     out = model(batch)
     jepa = jepa_l1(
@@ -195,13 +180,13 @@ def test_ema_update_matches_reference_lerp() -> None:
 
 def test_zero_initialised_history_projection_and_ablation() -> None:
     torch.manual_seed(0)
-    model = AutoE2E(tiny_cfg())
+    model = AutoE2E(tiny_model_config())
     assert float(model.planner.history_proj.weight.detach().abs().sum()) == 0.0
     assert float(model.planner.history_proj.bias.detach().abs().sum()) == 0.0
     model.eval()
     batch = make_batch(model.cfg)
     with_history = model(batch).trajectory
-    ablation = AutoE2E(tiny_cfg(use_world_model=False))
+    ablation = AutoE2E(tiny_model_config(use_world_model=False))
     ablation.load_state_dict(model.state_dict())
     ablation.eval()
     out = ablation(batch)
@@ -213,7 +198,7 @@ def test_zero_initialised_history_projection_and_ablation() -> None:
 
 def test_untrained_head_gives_the_kinematic_prior() -> None:
     """Zero-initialised head: with zero yaw rate the output is exactly constant velocity."""
-    model = AutoE2E(tiny_cfg())
+    model = AutoE2E(tiny_model_config())
     model.eval()
     batch = make_batch(model.cfg)
     batch["ego_history"][:, :, 2] = 0.0
@@ -252,7 +237,7 @@ def test_rolling_buffer_matches_windowed_history(model: AutoE2E) -> None:
 
 def test_checkpoint_round_trip_and_config_mismatch(tmp_path) -> None:
     torch.manual_seed(1)
-    model = AutoE2E(tiny_cfg())
+    model = AutoE2E(tiny_model_config())
     with torch.no_grad():
         model.planner.history_proj.weight.normal_()  # make the check sensitive to every part
     model.eval()
@@ -264,7 +249,7 @@ def test_checkpoint_round_trip_and_config_mismatch(tmp_path) -> None:
     assert extra == {"step": 7, "cameras": ["a", "b"]}
     assert dataclasses.asdict(loaded.cfg) == dataclasses.asdict(model.cfg)
     assert torch.equal(loaded(batch).trajectory, model(batch).trajectory)
-    other = AutoE2E(tiny_cfg(embed_dim=40))
+    other = AutoE2E(tiny_model_config(embed_dim=40))
     with pytest.raises(CheckpointError, match="embed_dim: checkpoint=32 model=40"):
         load_into(other, data)
     with pytest.raises(CheckpointError, match="not a readable AutoE2E checkpoint"):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from tiny_configs import tiny_model_config
 from torch.utils.data import Dataset
 
 from autoe2e.config import ConfigError, ModelConfig, TrainConfig
@@ -19,22 +20,6 @@ from autoe2e.training.schedule import lr_factor, progress
 torch.set_num_threads(2)
 
 CAMERAS = ["front", "left", "right", "rear"]
-
-
-def tiny_cfg(**overrides: object) -> ModelConfig:
-    base = dict(
-        backbone="mobilenetv3_small_050",
-        image_height=32,
-        image_width=48,
-        max_cameras=4,
-        embed_dim=32,
-        map_raster_size=16,
-        ego_history_steps=8,
-        trajectory_steps=16,
-        frame_embed_dim=24,
-    )
-    base.update(overrides)
-    return ModelConfig(**base)  # type: ignore[arg-type]
 
 
 class FakeShards(Dataset):
@@ -128,7 +113,7 @@ def test_schedule_warms_up_then_decays_with_time_or_steps() -> None:
 
 def test_overfits_a_fixed_batch() -> None:
     torch.manual_seed(0)
-    cfg = tiny_cfg()
+    cfg = tiny_model_config()
     model = AutoE2E(cfg)
     data = FakeShards(cfg, None)
     batch = torch.utils.data.default_collate([data[i] for i in range(0, 36, 4)])
@@ -161,7 +146,7 @@ def test_train_writes_best_checkpoint_and_updates_ema_per_optimizer_step(
         return original(self, online, momentum)
 
     monkeypatch.setattr(TargetEncoder, "update", counting_update)
-    cfg = tiny_cfg()
+    cfg = tiny_model_config()
     tcfg = TrainConfig(
         epochs=2,
         batch_size=4,
@@ -192,7 +177,7 @@ def test_train_writes_best_checkpoint_and_updates_ema_per_optimizer_step(
 
 
 def test_time_budget_and_max_steps_stop_training(tmp_path) -> None:
-    cfg = tiny_cfg(use_world_model=False)
+    cfg = tiny_model_config(use_world_model=False)
     tcfg = TrainConfig(epochs=50, batch_size=4, max_steps=2, val_fraction=0.2, test_fraction=0.2)
     result = train("fake://m", str(tmp_path / "a"), cfg, tcfg, dataset_factory=factory_for(cfg))
     assert result.steps == 2
@@ -202,6 +187,6 @@ def test_time_budget_and_max_steps_stop_training(tmp_path) -> None:
 
 
 def test_too_many_cameras_for_the_model_is_a_config_error(tmp_path) -> None:
-    cfg = tiny_cfg(max_cameras=2)
+    cfg = tiny_model_config(max_cameras=2)
     with pytest.raises(ConfigError, match="max_cameras=2.*3 cameras"):
         train("fake://m", str(tmp_path), cfg, TrainConfig(), dataset_factory=factory_for(cfg))
