@@ -43,11 +43,11 @@ def test_item_shapes_dtypes_and_values(dataset_dir: Path) -> None:
     assert len(ds) == ds.manifest["num_samples"] == 2 * (80 - 20 - 20)
     item = ds[3]
     expected = {
-        "images": ((2, 3, 24, 32), torch.float32),
+        "images": ((2, 3, 24, 32), torch.uint8),
         "camera_index": ((2,), torch.int64),
-        "history_images": ((3, 2, 3, 24, 32), torch.float32),
+        "history_images": ((3, 2, 3, 24, 32), torch.uint8),
         "history_valid": ((3,), torch.bool),
-        "future_images": ((2, 2, 3, 24, 32), torch.float32),
+        "future_images": ((2, 2, 3, 24, 32), torch.uint8),
         "future_valid": ((2,), torch.bool),
         "map_raster": ((3, 16, 16), torch.float32),
         "map_valid": ((), torch.float32),
@@ -61,7 +61,7 @@ def test_item_shapes_dtypes_and_values(dataset_dir: Path) -> None:
     assert item["camera_index"].tolist() == [0, 1]
     # Lower image half holds only the camera's solid colour (the moving square is on top).
     for view, camera in enumerate(ds.cameras):
-        colour = item["images"][view, :, 14:].mean(dim=(1, 2)).numpy() * 255
+        colour = item["images"][view, :, 14:].float().mean(dim=(1, 2)).numpy()
         np.testing.assert_allclose(colour, CAMERA_COLOURS[camera], atol=10)
     assert torch.equal(item["history_images"][-1], item["images"])  # offset 0 == current frame
     assert not torch.equal(item["future_images"][0], item["images"])  # the square moved
@@ -120,7 +120,7 @@ def test_s3_prepare_and_read_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
         item = ds[0]
         assert item["images"].shape == (1, 3, 24, 32) and item["episode_id"] == "s3ep"
         np.testing.assert_allclose(
-            item["images"][0, :, 14:].mean(dim=(1, 2)).numpy() * 255,
+            item["images"][0, :, 14:].float().mean(dim=(1, 2)).numpy(),
             CAMERA_COLOURS["front"],
             atol=10,
         )

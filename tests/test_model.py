@@ -254,3 +254,21 @@ def test_checkpoint_round_trip_and_config_mismatch(tmp_path) -> None:
         load_into(other, data)
     with pytest.raises(CheckpointError, match="not a readable AutoE2E checkpoint"):
         load_model(b"not a checkpoint")
+
+
+def test_uint8_images_from_the_loader_match_float_images() -> None:
+    """Loaders hand over uint8 frames; the model must see exactly what float/255 would give."""
+    torch.manual_seed(0)
+    model = AutoE2E(tiny_model_config()).eval()
+    batch = make_batch(model.cfg)
+    as_uint8 = dict(batch)
+    for key in ("images", "history_images", "future_images"):
+        as_uint8[key] = (batch[key] * 255).round().to(torch.uint8)
+        batch[key] = as_uint8[key].float() / 255
+    with torch.no_grad():
+        ref, got = model(batch), model(as_uint8)
+        ref_targets = model.jepa_targets(batch["future_images"])
+        got_targets = model.jepa_targets(as_uint8["future_images"])
+    torch.testing.assert_close(got.trajectory, ref.trajectory)
+    torch.testing.assert_close(got.jepa_prediction, ref.jepa_prediction)
+    torch.testing.assert_close(got_targets, ref_targets)

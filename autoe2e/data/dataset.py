@@ -54,10 +54,10 @@ class _LoadedShard:
     map_valid: np.ndarray
     frame_row: dict[int, int]
     jpeg: pa.BinaryArray
-    #: Decoded RGB frames filled on first use ([N, H, W, 3] uint8), or None when the shard's
-    #: decoded size exceeds the cache budget. Each frame is referenced by up to ~8 windows
-    #: (4 history + 4 future at 1 Hz, plus the current views), so decoding it once instead of per
-    #: reference cut item time from ~87 ms to the cost of a copy on the demo data.
+    #: Decoded frames filled on first use ([N, 3, H, W] uint8), or None when the shard's decoded
+    #: size exceeds the cache budget. Each frame is referenced by up to ~9 windows (current
+    #: views, 4 history and 4 future 1 Hz steps), so it is decoded once instead of per reference
+    #: (benchmarks/dataset_read.py measures the difference).
     decoded: np.ndarray | None = None
     is_decoded: np.ndarray | None = None
 
@@ -73,8 +73,9 @@ def _ragged(column: pa.ChunkedArray, steps: int, dtype: Any) -> list[np.ndarray]
 
 
 def _decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> [3, H, W] uint8 (channel-first, as the model consumes it)."""
     with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -179,7 +180,7 @@ class ShardDataset(torch.utils.data.Dataset):
         height, width = self.image_size
         per_shard_budget = self.decoded_cache_bytes // self.max_cached_shards
         if frames.num_rows * height * width * 3 <= per_shard_budget:
-            loaded.decoded = np.empty((frames.num_rows, height, width, 3), dtype=np.uint8)
+            loaded.decoded = np.empty((frames.num_rows, 3, height, width), dtype=np.uint8)
             loaded.is_decoded = np.zeros(frames.num_rows, dtype=bool)
         self._cache[s] = loaded
         while len(self._cache) > self.max_cached_shards:
@@ -187,15 +188,15 @@ class ShardDataset(torch.utils.data.Dataset):
         return loaded
 
     def _images(self, shard: _LoadedShard, ids: np.ndarray) -> torch.Tensor:
-        """float32 [..., 3, H, W] in [0, 1] for frame ids of any shape (-1 -> zeros)."""
+        """uint8 [..., 3, H, W] (0..255) for frame ids of any shape (-1 -> zeros); the model
+        converts to float on its device."""
         height, width = self.image_size
-        out = np.zeros((*ids.shape, height, width, 3), dtype=np.uint8)
+        out = np.zeros((*ids.shape, 3, height, width), dtype=np.uint8)
         for pos, frame_id in np.ndenumerate(ids):
             if frame_id < 0:
                 continue
             out[pos] = self._frame(shard, shard.frame_row[int(frame_id)])
-        tensor = torch.from_numpy(out).float().div_(255.0)
-        return tensor.movedim(-1, -3).contiguous()
+        return torch.from_numpy(out)
 
     @staticmethod
     def _frame(shard: _LoadedShard, row: int) -> np.ndarray:

@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 class Backbone(nn.Module):
-    """`[N, 3, H, W]` images in [0, 1] -> last-stage feature map `[N, C, h, w]`."""
+    """`[N, 3, H, W]` images (uint8 0..255, or float in [0, 1]) -> last-stage feature map
+    `[N, C, h, w]`. Data loaders hand over uint8 so that host memory, collation and the
+    host-to-device copy carry a quarter of the bytes; the conversion happens here, on device."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -69,5 +71,7 @@ class Backbone(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.to(self.mean.dtype).div_(255.0)
         x = (images - self.mean) / self.std
         return self.net(x)[-1]

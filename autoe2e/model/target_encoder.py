@@ -49,4 +49,4 @@ class TargetEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ema.module(images.float())
+        return self.ema.module(images if images.dtype == torch.uint8 else images.float())
