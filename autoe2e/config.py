@@ -29,7 +29,7 @@ def _require(condition: bool, name: str, value: Any, fix: str) -> None:
 class GenerateConfig:
     """Parameters of the procedural multi-camera driving world (`autoe2e generate`)."""
 
-    num_episodes: int = 24
+    num_episodes: int = 16
     duration_s: float = 24.0
     seed: int = 0
     cameras: list[str] = field(default_factory=lambda: ["front", "left", "right", "rear"])
