@@ -11,7 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from autoe2e.config import EvalConfig, GenerateConfig, ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.cli import main
+from autoe2e.config import (
+    EvalConfig,
+    GenerateConfig,
+    ModelConfig,
+    PrepareConfig,
+    TrainConfig,
+    to_dict,
+)
 from autoe2e.synthetic import generate_episodes
 
 TINY_GENERATE = GenerateConfig(
@@ -86,3 +94,39 @@ def test_workflow_runs_end_to_end_locally(episodes: Path, tmp_path, monkeypatch)
     artifacts = {a.path for a in client.list_artifacts(summary.mlflow_run_id)}
     assert "report.json" in artifacts
     assert (out / "runs" / summary.mlflow_run_id / "summary.json").is_file()
+
+
+def _sets(flag: str, config: object, base: object) -> list[str]:
+    """CLI `--x-set field=value` flags for the fields where `config` differs from `base`."""
+    out: list[str] = []
+    for key, value in to_dict(config).items():
+        if value != to_dict(base)[key]:
+            out += [flag, f"{key}={json.dumps(value)}"]
+    return out
+
+
+def test_cli_runs_every_stage_without_flyte(episodes: Path, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "cli-run"
+    argv = [
+        "pipeline",
+        str(episodes),
+        str(out),
+        *_sets("--prepare-set", TINY_PREPARE, PrepareConfig()),
+        *_sets("--model-set", TINY_MODEL, ModelConfig()),
+        *_sets("--train-set", TINY_TRAIN, TrainConfig()),
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert Path(summary["report_uri"]).is_file()
+    assert summary["model_ade_m"] > 0
+
+    # prepare again with the same inputs and parameters: nothing new is published
+    again = [
+        "prepare",
+        str(episodes),
+        str(out / "dataset"),
+        *_sets("--set", TINY_PREPARE, PrepareConfig()),
+    ]
+    assert main(again) == 0
+    assert json.loads(capsys.readouterr().out)["published"] is False
