@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from autoe2e.config import (
+    MODEL_PRESETS,
     ConfigError,
     EvalConfig,
     GenerateConfig,
@@ -32,6 +33,7 @@ from autoe2e.config import (
     PrepareConfig,
     TrainConfig,
     from_dict,
+    model_preset,
     to_dict,
 )
 
@@ -46,9 +48,15 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def build_config(cls: type[T], config_file: str | None, overrides: list[str] | None) -> T:
-    """Defaults, then the JSON file, then `field=value` overrides; validated when it can be."""
-    data: dict[str, Any] = {}
+def build_config(
+    cls: type[T],
+    config_file: str | None,
+    overrides: list[str] | None,
+    base: dict[str, Any] | None = None,
+) -> T:
+    """Defaults, then `base` (e.g. a model preset), then the JSON file, then `field=value`
+    overrides; validated when it can be."""
+    data: dict[str, Any] = dict(base or {})
     if config_file:
         path = Path(config_file)
         if not path.is_file():
@@ -81,7 +89,19 @@ def _add_config_args(parser: argparse.ArgumentParser, prefix: str = "", what: st
 
 def _cfg(args: argparse.Namespace, cls: type[T], prefix: str = "") -> T:
     key = f"{prefix}_" if prefix else ""
-    return build_config(cls, getattr(args, f"{key}config"), getattr(args, f"{key}set"))
+    preset = getattr(args, f"{key}preset", None)
+    base = model_preset(preset) if preset else None
+    return build_config(cls, getattr(args, f"{key}config"), getattr(args, f"{key}set"), base)
+
+
+def _add_model_preset_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-preset",
+        choices=sorted(MODEL_PRESETS),
+        default=None,
+        help="named ModelConfig to start from (demo = CPU defaults, default = GPU); "
+        "--model-config and --model-set apply on top",
+    )
 
 
 def _emit(result: Any) -> None:
@@ -241,6 +261,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("out_uri")
     _add_config_args(p, what="TrainConfig")
     _add_config_args(p, "model", "ModelConfig")
+    _add_model_preset_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="held-out ADE/FDE vs baselines -> report.json")
@@ -261,6 +282,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("eval", "EvalConfig"),
     ):
         _add_config_args(p, prefix, what)
+    _add_model_preset_arg(p)
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("demo", help="generate the demo world and run the Flyte workflow locally")

@@ -151,6 +151,8 @@ class ModelConfig:
     image_width: int = 112
     max_cameras: int = 8
     embed_dim: int = 128
+    #: Heads of the attention pools over views; must divide embed_dim.
+    attention_heads: int = 4
     map_channels: int = 3
     map_raster_size: int = 64
     ego_history_steps: int = 64
@@ -172,10 +174,24 @@ class ModelConfig:
     def visual_history_dim(self) -> int:
         return self.history_len * self.frame_embed_dim
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named configuration (`demo`, `default`) with optional field overrides."""
+        return from_dict(cls, {**model_preset(name), **overrides}).validate()
+
     def validate(self) -> ModelConfig:
         _require(self.max_cameras >= 1, "max_cameras", self.max_cameras, ">= 1")
         _require(self.history_len >= 1, "history_len", self.history_len, ">= 1")
         _require(self.future_steps >= 1, "future_steps", self.future_steps, ">= 1")
+        _require(self.frame_embed_dim >= 1, "frame_embed_dim", self.frame_embed_dim, ">= 1")
+        _require(self.attention_heads >= 1, "attention_heads", self.attention_heads, ">= 1")
+        _require(
+            self.embed_dim >= 1 and self.embed_dim % self.attention_heads == 0,
+            "embed_dim",
+            self.embed_dim,
+            f"must be divisible by attention_heads={self.attention_heads} (embed_dim % "
+            f"attention_heads = {self.embed_dim % max(self.attention_heads, 1)}, expected 0)",
+        )
         _require(self.embed_dim % 8 == 0, "embed_dim", self.embed_dim, "a multiple of 8")
         _require(self.trajectory_dt_s > 0, "trajectory_dt_s", self.trajectory_dt_s, "> 0")
         _require(
@@ -186,6 +202,35 @@ class ModelConfig:
         )
         _require(self.target_grid >= 1, "target_grid", self.target_grid, ">= 1")
         return self
+
+
+#: Named model configurations: field overrides on top of the ModelConfig defaults.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # CPU demo: small images and a tiny backbone, trains in minutes on 2 cores.
+    "demo": {"name": "demo"},
+    # GPU: 256 px tall frames, up to 8 cameras. ConvNeXt uses LayerNorm, so per-GPU batches of a
+    # few samples and the EMA target need no BatchNorm running statistics; target maps pooled
+    # to 8x8 as upstream.
+    "default": {
+        "name": "default",
+        "backbone": "convnext_nano",
+        "image_height": 256,
+        "image_width": 448,
+        "max_cameras": 8,
+        "embed_dim": 256,
+        "attention_heads": 8,
+        "target_grid": 8,
+    },
+}
+
+
+def model_preset(name: str) -> dict[str, Any]:
+    """Field dict of a named ModelConfig preset (a copy, safe to modify)."""
+    if name not in MODEL_PRESETS:
+        raise ConfigError(
+            f"unknown model preset {name!r}; known presets are {sorted(MODEL_PRESETS)}"
+        )
+    return dict(MODEL_PRESETS[name])
 
 
 @dataclass
@@ -201,6 +246,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     jepa_weight: float = 0.2
+    #: "none" = plain mean L1 over the 64 steps; "linear" = step k of T weighted (T - k + 1) / T
+    #: (1 at 0.1 s down to 1/T at 6.4 s). Errors in metres grow with the horizon, so the plain
+    #: mean is dominated by far steps that the current observation determines least; "linear"
+    #: keeps the near-term, control-relevant part of the plan from being traded away for them.
+    trajectory_time_weighting: str = "none"
     ema_momentum_start: float = 0.996
     ema_momentum_end: float = 1.0
     precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU; or "bf16" / "fp32"
@@ -221,6 +271,12 @@ class TrainConfig:
             "precision",
             self.precision,
             "one of auto, bf16, fp32 (fp16 + GradScaler skipped every step upstream)",
+        )
+        _require(
+            self.trajectory_time_weighting in ("none", "linear"),
+            "trajectory_time_weighting",
+            self.trajectory_time_weighting,
+            "one of none, linear",
         )
         _require(
             0 <= self.val_fraction < 1

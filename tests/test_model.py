@@ -230,7 +230,7 @@ def test_rolling_buffer_matches_windowed_history(model: AutoE2E) -> None:
         buffer = VisualHistoryBuffer(cfg.history_len, cfg.frame_embed_dim)
         frames = torch.cat([batch["history_images"][:, :-1], batch["images"][:, None]], dim=1)
         for step in range(cfg.history_len):
-            pooled = model._pooled(frames[:, step])
+            pooled = model.pooled_features(frames[:, step])
             buffer.push(model.world_model.encode_frames(pooled, batch["camera_index"]))
     assert torch.allclose(buffer.visual_history(), windowed, atol=1e-5)
 
@@ -272,3 +272,140 @@ def test_uint8_images_from_the_loader_match_float_images() -> None:
     torch.testing.assert_close(got.trajectory, ref.trajectory)
     torch.testing.assert_close(got.jepa_prediction, ref.jepa_prediction)
     torch.testing.assert_close(got_targets, ref_targets)
+
+
+def _sequence_inputs(cfg: ModelConfig, seconds: float, v: int = 2, seed: int = 3) -> dict:
+    """A 10 Hz multi-view sequence: uint8 frames, map, ego history per tick."""
+    g = torch.Generator().manual_seed(seed)
+    n = round(seconds * 10) + 1
+    h, w, r = cfg.image_height, cfg.image_width, cfg.map_raster_size
+    ego = torch.zeros(n, cfg.ego_history_steps, 4)
+    ego[:, :, 0] = torch.linspace(3, 9, n)[:, None]
+    ego[:, :, 2] = torch.linspace(-0.1, 0.1, n)[:, None]
+    return {
+        "frames": torch.randint(0, 256, (n, v, 3, h, w), generator=g, dtype=torch.uint8),
+        "camera_index": torch.tensor([0, 2][:v]),
+        "map_raster": torch.rand(n, 3, r, r, generator=g),
+        "ego": ego,
+    }
+
+
+def _windowed(model: AutoE2E, seq: dict, tick: int):
+    """The training path at 10 Hz tick `tick`: history frames 1 s apart, missing ones masked."""
+    cfg = model.cfg
+    ticks = [tick - 10 * (cfg.history_len - 1 - k) for k in range(cfg.history_len)]
+    frames = seq["frames"]
+    batch = {
+        "images": frames[tick][None],
+        "camera_index": seq["camera_index"][None],
+        "history_images": torch.stack([frames[max(t, 0)] for t in ticks])[None],
+        "history_valid": torch.tensor([[t >= 0 for t in ticks]]),
+        "map_raster": seq["map_raster"][tick][None],
+        "map_valid": torch.ones(1),
+        "ego_history": seq["ego"][tick][None],
+    }
+    with torch.no_grad():
+        return model(batch)
+
+
+def _run_policy(policy, seq: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    trajs, hists = [], []
+    for i in range(seq["frames"].shape[0]):
+        trajs.append(
+            policy.step(
+                seq["frames"][i],
+                seq["camera_index"],
+                seq["map_raster"][i],
+                1.0,
+                seq["ego"][i],
+                timestamp_s=i * 0.1,
+            )
+        )
+        hists.append(policy.last_visual_history)
+    return trajs, hists
+
+
+def test_policy_rolling_buffer_matches_windowed_path() -> None:
+    from autoe2e.model import AutoE2EPolicy
+
+    torch.manual_seed(0)
+    model = AutoE2E(tiny_model_config())
+    with torch.no_grad():  # let the visual history change the plan, so the check is sensitive
+        model.planner.history_proj.weight.normal_(std=0.05)
+    model.eval()
+    seq = _sequence_inputs(model.cfg, seconds=5.0)
+    policy = AutoE2EPolicy(model)
+    trajs, hists = _run_policy(policy, seq)
+    assert trajs[0].shape == (model.cfg.trajectory_steps, 2)
+    # Start of the sequence (partial history) and every full-history 1 Hz tick.
+    for tick in (0, 10, 30, 40, 50):
+        ref = _windowed(model, seq, tick)
+        torch.testing.assert_close(hists[tick], ref.visual_history)
+        torch.testing.assert_close(trajs[tick], ref.trajectory[0])
+    assert float(hists[0][:, : -model.cfg.frame_embed_dim].abs().sum()) == 0.0
+    # Between ticks the buffer is unchanged; the planner still sees the newest images.
+    assert torch.equal(hists[33], hists[30])
+    assert not torch.equal(trajs[33], trajs[30])
+    policy.reset()
+    again, again_hists = _run_policy(policy, seq)
+    for a, b in zip(trajs, again, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(again_hists[-1], hists[-1])
+    with pytest.raises(ValueError, match="reset"):
+        policy.step(
+            seq["frames"][0], seq["camera_index"], seq["map_raster"][0], 1.0, seq["ego"][0], 0.0
+        )
+    with pytest.raises(ModelInputError, match="images"):
+        policy.step(
+            seq["frames"][:2], seq["camera_index"], seq["map_raster"][0], 1.0, seq["ego"][0], 9.0
+        )
+
+
+def test_wrong_history_window_length_names_history_len(model: AutoE2E) -> None:
+    batch = make_batch(model.cfg, b=1, v=2)
+    batch["history_images"] = batch["history_images"][:, :3]
+    batch["history_valid"] = batch["history_valid"][:, :3]
+    with pytest.raises(ModelInputError, match="window of 3 frames, expected history_len=4"):
+        model(batch)
+
+
+def test_dimensions_that_do_not_divide_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"embed_dim=40.*attention_heads=3.*= 1, expected 0"):
+        tiny_model_config(embed_dim=40, attention_heads=3).validate()
+    with pytest.raises(ConfigError, match="embed_dim=36.*a multiple of 8"):
+        tiny_model_config(embed_dim=36).validate()
+    with pytest.raises(ConfigError, match="unknown model preset 'huge'.*'default', 'demo'"):
+        ModelConfig.preset("huge")
+
+
+@pytest.mark.parametrize("name", ["demo", "default"])
+def test_named_presets_build_and_run(name: str) -> None:
+    cfg = ModelConfig.preset(name, ego_history_steps=8, trajectory_steps=16)
+    assert cfg.name == name
+    if name == "demo":
+        base = dataclasses.asdict(ModelConfig())
+        assert {**base, "ego_history_steps": 8, "trajectory_steps": 16} == dataclasses.asdict(cfg)
+    else:
+        assert (cfg.image_height, cfg.max_cameras, cfg.target_grid) == (256, 8, 8)
+    torch.manual_seed(0)
+    model = AutoE2E(cfg).eval()
+    batch = make_batch(cfg, b=1, v=1 if name == "default" else 2)
+    with torch.no_grad():
+        out = model(batch)
+        targets = model.jepa_targets(batch["future_images"][:, :1])
+    assert out.trajectory.shape == (1, 16, 2)
+    assert out.visual_history.shape == (1, cfg.visual_history_dim)
+    assert out.jepa_prediction is not None
+    assert out.jepa_prediction[:, :1].shape == targets.shape
+
+
+def test_cli_model_preset_is_the_base_for_model_overrides() -> None:
+    from autoe2e.cli import _cfg, make_parser
+
+    argv = ["train", "m", "o", "--model-preset", "default", "--model-set", "max_cameras=6"]
+    cfg = _cfg(make_parser().parse_args(argv), ModelConfig, "model")
+    assert (cfg.name, cfg.backbone, cfg.max_cameras) == ("default", "convnext_nano", 6)
+    plain = _cfg(make_parser().parse_args(["train", "m", "o"]), ModelConfig, "model")
+    assert dataclasses.asdict(plain) == dataclasses.asdict(ModelConfig())
+    args = make_parser().parse_args(["pipeline", "e", "o", "--model-preset", "demo"])
+    assert _cfg(args, ModelConfig, "model").name == "demo"

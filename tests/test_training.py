@@ -14,7 +14,7 @@ from autoe2e.config import ConfigError, ModelConfig, TrainConfig
 from autoe2e.model import AutoE2E, TargetEncoder, load_model
 from autoe2e.splits import split_episodes
 from autoe2e.training import train
-from autoe2e.training.losses import jepa_l1, trajectory_l1
+from autoe2e.training.losses import jepa_l1, jepa_l1_per_step, time_weights, trajectory_l1
 from autoe2e.training.schedule import lr_factor, progress
 
 torch.set_num_threads(2)
@@ -103,6 +103,35 @@ def test_masked_losses_ignore_invalid_steps() -> None:
     assert float(jepa_l1(jp, jt, torch.tensor([[True, False]]))) == pytest.approx(2.0)
 
 
+def test_trajectory_time_weighting_maths() -> None:
+    assert torch.equal(time_weights(4, "none"), torch.ones(4))
+    assert torch.allclose(time_weights(4, "linear"), torch.tensor([1.0, 0.75, 0.5, 0.25]))
+    pred = torch.zeros(1, 4, 2)
+    target = torch.tensor([[[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]])
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    assert float(trajectory_l1(pred, target, valid)) == pytest.approx(2.5)
+    # (1*1 + 0.75*2 + 0.5*3 + 0.25*4) / (1 + 0.75 + 0.5 + 0.25) = 5 / 2.5
+    assert float(trajectory_l1(pred, target, valid, "linear")) == pytest.approx(2.0)
+    # Masked steps drop out of numerator and denominator: only the last step (weight 1/4).
+    last = torch.tensor([[False, False, False, True]])
+    assert float(trajectory_l1(pred, target, last, "linear")) == pytest.approx(4.0)
+    assert float(trajectory_l1(pred, target, torch.zeros_like(valid), "linear")) == 0.0
+    with pytest.raises(ValueError, match="'cubic'"):
+        trajectory_l1(pred, target, valid, "cubic")
+    with pytest.raises(ConfigError, match="trajectory_time_weighting"):
+        TrainConfig(trajectory_time_weighting="cubic").validate()
+
+
+def test_per_horizon_jepa_l1() -> None:
+    pred = torch.zeros(2, 3, 4)
+    target = torch.tensor([[1.0, 2.0, 3.0], [5.0, 6.0, 7.0]])[:, :, None].expand(2, 3, 4)
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    sums, counts = jepa_l1_per_step(pred, target, valid)
+    assert torch.equal(counts, torch.tensor([2.0, 1.0, 0.0]))
+    assert torch.equal(sums, torch.tensor([6.0, 2.0, 0.0]))
+    assert float(jepa_l1(pred, target, valid)) == pytest.approx(8.0 / 3.0)
+
+
 def test_schedule_warms_up_then_decays_with_time_or_steps() -> None:
     assert lr_factor(0, 10, 0.0) == pytest.approx(0.1)
     assert lr_factor(9, 10, 0.0) == pytest.approx(1.0)
@@ -174,11 +203,21 @@ def test_train_writes_best_checkpoint_and_updates_ema_per_optimizer_step(
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert summary["checkpoint_uri"] == result.checkpoint_uri
     assert result.metrics["best_val/ade_m"] == pytest.approx(result.best_val_ade_m)
+    per_horizon = [result.metrics[f"train/jepa_l1_h{k}"] for k in range(1, cfg.future_steps + 1)]
+    assert all(math.isfinite(v) and v > 0 for v in per_horizon)
+    assert f"train/jepa_l1_h{cfg.future_steps + 1}" not in result.metrics
 
 
 def test_time_budget_and_max_steps_stop_training(tmp_path) -> None:
     cfg = tiny_model_config(use_world_model=False)
-    tcfg = TrainConfig(epochs=50, batch_size=4, max_steps=2, val_fraction=0.2, test_fraction=0.2)
+    tcfg = TrainConfig(
+        epochs=50,
+        batch_size=4,
+        max_steps=2,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        trajectory_time_weighting="linear",
+    )
     result = train("fake://m", str(tmp_path / "a"), cfg, tcfg, dataset_factory=factory_for(cfg))
     assert result.steps == 2
     tcfg = TrainConfig(epochs=50, batch_size=4, time_budget_s=0.01)

@@ -8,11 +8,13 @@ from autoe2e.model.checkpoint import (
     load_model,
     read_checkpoint,
 )
+from autoe2e.model.policy import AutoE2EPolicy
 from autoe2e.model.target_encoder import TargetEncoder, ema_momentum
 from autoe2e.model.world_model import VisualHistoryBuffer, jepa_targets
 
 __all__ = [
     "AutoE2E",
+    "AutoE2EPolicy",
     "CheckpointError",
     "ModelInputError",
     "ModelOutput",

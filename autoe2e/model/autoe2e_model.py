@@ -81,14 +81,11 @@ class AutoE2E(nn.Module):
                 f"{int(camera_index.min())}..{int(camera_index.max())}"
             )
 
-    # ------------------------------------------------------------------ encoders
-    def _pooled(self, images: torch.Tensor) -> torch.Tensor:
-        """`[B, ..., 3, H, W]` -> spatially averaged last-stage features `[B, ..., C]`."""
-        lead = images.shape[:-3]
-        feats = self.backbone(images.reshape(-1, *images.shape[-3:]))
-        return feats.mean(dim=(-2, -1)).reshape(*lead, -1)
+    def reactive_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """Validated (images, camera_index, map_raster, map_valid, ego_history) of a batch.
 
-    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        Shared by `forward` and `AutoE2EPolicy.step`, so both reject the same bad inputs.
+        """
         cfg = self.cfg
         h, w = cfg.image_height, cfg.image_width
         images = _expect(batch, "images", (None, None, 3, h, w))
@@ -99,11 +96,38 @@ class AutoE2E(nn.Module):
         map_raster = _expect(batch, "map_raster", (b, cfg.map_channels, r, r))
         map_valid = _expect(batch, "map_valid", (b,))
         ego = _expect(batch, "ego_history", (b, cfg.ego_history_steps, cfg.ego_features))
+        return images, camera_index, map_raster, map_valid, ego
 
-        current = self._pooled(images)  # [B, V, C] with gradients for the planner
+    def _history_inputs(self, batch: dict[str, Any], b: int, v: int) -> tuple[torch.Tensor, ...]:
+        cfg = self.cfg
+        for key in ("history_images", "history_valid"):
+            value = batch.get(key)
+            is_window = isinstance(value, torch.Tensor) and value.dim() >= 2
+            if is_window and value.shape[1] != cfg.history_len:
+                raise ModelInputError(
+                    f"batch[{key!r}] holds a history window of {value.shape[1]} frames, "
+                    f"expected history_len={cfg.history_len}; prepare the data with "
+                    f"{cfg.history_len} history offsets or set ModelConfig.history_len"
+                )
+        h, w = cfg.image_height, cfg.image_width
+        hist = _expect(batch, "history_images", (b, cfg.history_len, v, 3, h, w))
+        valid = _expect(batch, "history_valid", (b, cfg.history_len)).bool()
+        return hist, valid
+
+    # ------------------------------------------------------------------ encoders
+    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """`[B, ..., 3, H, W]` -> spatially averaged last-stage features `[B, ..., C]`."""
+        lead = images.shape[:-3]
+        feats = self.backbone(images.reshape(-1, *images.shape[-3:]))
+        return feats.mean(dim=(-2, -1)).reshape(*lead, -1)
+
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        cfg = self.cfg
+        images, camera_index, map_raster, map_valid, ego = self.reactive_inputs(batch)
+        b, v = images.shape[:2]
+        current = self.pooled_features(images)  # [B, V, C] with gradients for the planner
         if cfg.use_world_model:
-            hist = _expect(batch, "history_images", (b, cfg.history_len, v, 3, h, w))
-            valid = _expect(batch, "history_valid", (b, cfg.history_len)).bool()
+            hist, valid = self._history_inputs(batch, b, v)
             visual_history = self._visual_history(hist, valid, current, camera_index)
             prediction = self.world_model.predict(visual_history, camera_index)
         else:
@@ -124,10 +148,10 @@ class AutoE2E(nn.Module):
         past_images = history[:, :-1]  # offset 0 is the current frame: reuse its features
         if self.cfg.stop_gradient_world_model:
             with torch.no_grad():
-                past = self._pooled(past_images) if past_images.shape[1] else None
+                past = self.pooled_features(past_images) if past_images.shape[1] else None
             now = current.detach()
         else:
-            past = self._pooled(past_images) if past_images.shape[1] else None
+            past = self.pooled_features(past_images) if past_images.shape[1] else None
             now = current
         pooled = now[:, None] if past is None else torch.cat([past, now[:, None]], dim=1)
         return self.world_model.encode_history(pooled, camera_index, valid)

@@ -46,7 +46,7 @@ class ReactivePlanner(nn.Module):
         self.num_coeffs = cfg.trajectory_basis_size
         self.view_proj = nn.Linear(backbone_channels, dim)
         self.camera_embed = nn.Embedding(cfg.max_cameras, dim)
-        self.view_pool = AttentionPool(dim)
+        self.view_pool = AttentionPool(dim, cfg.attention_heads)
         self.map_encoder = MapEncoder(cfg.map_channels, dim)
         self.ego_encoder = nn.Sequential(
             nn.Flatten(), mlp(cfg.ego_history_steps * cfg.ego_features, 2 * dim, dim)

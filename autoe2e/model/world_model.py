@@ -27,7 +27,7 @@ class WorldActionModel(nn.Module):
         self.history_len = cfg.history_len
         self.view_proj = nn.Linear(backbone_channels, dim)
         self.camera_embed = nn.Embedding(cfg.max_cameras, dim)
-        self.view_pool = AttentionPool(dim)
+        self.view_pool = AttentionPool(dim, cfg.attention_heads)
         self.frame_out = nn.Linear(dim, cfg.frame_embed_dim)
         out = backbone_channels * self.grid * self.grid
         self.predictors = nn.ModuleList(

@@ -24,7 +24,7 @@ from autoe2e.evaluation.collect import collect, nanmean, to_device
 from autoe2e.model import AutoE2E, checkpoint_bytes, ema_momentum
 from autoe2e.splits import split_episodes
 from autoe2e.training import distributed
-from autoe2e.training.losses import jepa_l1, trajectory_l1
+from autoe2e.training.losses import jepa_l1_per_step, trajectory_l1
 from autoe2e.training.runtime import DatasetFactory, autocast_dtype, shard_dataset_factory
 from autoe2e.training.schedule import lr_factor, progress
 
@@ -158,6 +158,7 @@ def train(
         model.train()
         optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "traj_l1": 0.0, "jepa_l1": 0.0}
+        horizon = _HorizonMeans(model_cfg.future_steps)
         micro = 0
         for i, raw in enumerate(train_loader):
             batch = to_device(raw, info.device)
@@ -169,12 +170,17 @@ def train(
                 out.trajectory.float(),
                 batch["future_trajectory"].float(),
                 batch["trajectory_valid"],
+                train_cfg.trajectory_time_weighting,
             )
             loss = traj
             jepa = torch.zeros((), device=info.device)
             if use_jepa:
                 targets = core.jepa_targets(batch["future_images"])
-                jepa = jepa_l1(out.jepa_prediction, targets, batch["future_valid"])
+                step_sums, step_counts = jepa_l1_per_step(
+                    out.jepa_prediction, targets, batch["future_valid"]
+                )
+                jepa = step_sums.sum() / step_counts.sum().clamp(min=1)
+                horizon.add(step_sums, step_counts)
                 loss = loss + train_cfg.jepa_weight * jepa
             (loss / train_cfg.grad_accum_steps).backward()
             micro += 1
@@ -201,6 +207,7 @@ def train(
                     "train/lr": optimizer.param_groups[0]["lr"],
                     "train/grad_norm": float(grad_norm),
                     "train/ema_momentum": momentum,
+                    **horizon.means("train/jepa_l1_h"),
                     "train/samples_per_s": (
                         step * train_cfg.grad_accum_steps * train_cfg.batch_size * info.world_size
                     )
@@ -212,6 +219,7 @@ def train(
                 if tracker is not None:
                     tracker.log_metrics(last, step=step)
                 sums = dict.fromkeys(sums, 0.0)
+                horizon = _HorizonMeans(model_cfg.future_steps)
                 micro = 0
             elapsed = time.monotonic() - start
             if (train_cfg.max_steps and step >= train_cfg.max_steps) or (
@@ -268,6 +276,26 @@ def train(
             tracker.log_dict(SUMMARY_NAME, summary)
     distributed.teardown(info)
     return TrainResult(checkpoint_uri, run_id, best_ade, step, result_metrics)
+
+
+class _HorizonMeans:
+    """Running per-horizon JEPA L1 over the micro-batches of one logging window."""
+
+    def __init__(self, steps: int) -> None:
+        self.sums = torch.zeros(steps, dtype=torch.float64)
+        self.counts = torch.zeros(steps, dtype=torch.float64)
+
+    def add(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
+        self.sums += sums.detach().double().cpu()
+        self.counts += counts.detach().double().cpu()
+
+    def means(self, prefix: str) -> dict[str, float]:
+        """`{prefix}1..F` -> mean L1 per future step (steps with no valid sample are left out)."""
+        return {
+            f"{prefix}{k + 1}": float(s / c)
+            for k, (s, c) in enumerate(zip(self.sums, self.counts, strict=True))
+            if c > 0
+        }
 
 
 def _validate(

@@ -1,0 +1,136 @@
+"""Prepare-stage figures, each measured side by side in one run on the same videos.
+
+    .venv/bin/python benchmarks/prepare.py [--episodes-dir DIR] [--workers N]
+
+(a) throughput ratio: `prepare` (decode + grid selection + resize/JPEG of kept frames +
+    telemetry + map rasters + shards + validation) vs a pure PyAV decode of every frame of the
+    same files with no conversion, both single-process with the same decoder thread setting;
+    the pair is timed per episode in alternation so machine load hits both alike.
+    Target >= 0.7.
+(b) storage ratio: bytes stored per sample (frames once per shard + sample rows) vs bytes per
+    sample if every sample embedded its own frames ((1 current + H history + F future) x V
+    JPEGs, at the measured mean JPEG size, plus the same numeric columns). Target <= 0.35.
+(c) scaling: episodes per minute for 1, 2 and 4 episodes with one worker process per episode
+    up to the core count.
+
+Without --episodes-dir it generates 4 synthetic episodes (default GenerateConfig cameras and
+resolution, 24 s) in a temp folder first. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import av
+
+from autoe2e.config import GenerateConfig, PrepareConfig
+from autoe2e.data.prepare import prepare_dataset
+
+
+def _pure_decode_seconds(episode: Path, threads: int) -> tuple[float, int]:
+    """Decode every frame of every camera, converting nothing; -> (seconds, frames)."""
+    start, frames = time.perf_counter(), 0
+    for video in sorted((episode / "cameras").glob("*.mp4")):
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            if threads > 0:
+                stream.thread_type = "AUTO"
+                stream.thread_count = threads
+            for _ in container.decode(stream):
+                frames += 1
+    return time.perf_counter() - start, frames
+
+
+def _prepare_seconds(episodes: list[Path], out: Path, config: PrepareConfig, workers: int) -> float:
+    root = out / "in"
+    root.mkdir(parents=True)
+    for episode in episodes:
+        (root / episode.name).symlink_to(episode.resolve(), target_is_directory=True)
+    start = time.perf_counter()
+    prepare_dataset(str(root), str(out / "dataset"), config, max_workers=workers)
+    return time.perf_counter() - start
+
+
+def throughput_ratio(episodes: list[Path], work: Path, config: PrepareConfig) -> None:
+    decode_s = prepare_s = 0.0
+    frames = 0
+    for i, episode in enumerate(episodes):
+        seconds, n = _pure_decode_seconds(episode, config.decode_threads)
+        decode_s += seconds
+        frames += n
+        prepare_s += _prepare_seconds([episode], work / f"a{i}", config, workers=1)
+    print(
+        f"(a) pure decode: {frames / decode_s:.0f} frames/s; prepare: {frames / prepare_s:.0f} "
+        f"source frames/s; prepare / decode throughput = {decode_s / prepare_s:.2f} "
+        "(target >= 0.7)"
+    )
+
+
+def storage_ratio(manifest_path: Path) -> None:
+    manifest = json.loads(manifest_path.read_text())
+    dims = manifest["dims"]
+    frames_bytes = sum(int(s["frames_bytes"]) for s in manifest["shards"])
+    sample_bytes = sum(int(s["bytes"]) for s in manifest["shards"])
+    num_frames = sum(int(s["num_frames"]) for s in manifest["shards"])
+    n = int(manifest["num_samples"])
+    views = len(manifest["cameras"])
+    jpeg_mean = frames_bytes / num_frames
+    stored = (frames_bytes + sample_bytes) / n
+    embedded = sample_bytes / n + (1 + dims["H"] + dims["F"]) * views * jpeg_mean
+    print(
+        f"(b) stored {stored / 1e3:.1f} kB/sample vs {embedded / 1e3:.1f} kB/sample if each "
+        f"window embedded its frames: ratio {stored / embedded:.2f} (target <= 0.35); "
+        f"mean JPEG {jpeg_mean / 1e3:.1f} kB, {views} cameras"
+    )
+
+
+def scaling(episodes: list[Path], work: Path, config: PrepareConfig) -> None:
+    cores = os.cpu_count() or 1
+    for count in (1, 2, 4):
+        chosen = [episodes[i % len(episodes)] for i in range(count)]
+        if len({e.name for e in chosen}) < count:
+            break
+        workers = min(count, cores)
+        seconds = _prepare_seconds(chosen, work / f"c{count}", config, workers)
+        print(
+            f"(c) {count} episode(s), {workers} worker(s): {seconds:.1f} s, "
+            f"{60 * count / seconds:.1f} episodes/min"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--episodes-dir", type=Path)
+    args = parser.parse_args()
+    config = PrepareConfig()
+    work = Path(tempfile.mkdtemp(prefix="autoe2e-bench-"))
+    try:
+        if args.episodes_dir is None:
+            from autoe2e.synthetic import generate_episodes
+
+            args.episodes_dir = work / "episodes"
+            generate_episodes(args.episodes_dir, GenerateConfig(num_episodes=4, duration_s=24.0))
+        episodes = sorted(
+            p for p in args.episodes_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )[:4]
+        print(
+            f"{len(episodes)} episodes from {args.episodes_dir}, {os.cpu_count()} cores, "
+            f"decoder threads={config.decode_threads or 'FFmpeg default'}"
+        )
+        throughput_ratio(episodes, work, config)
+        storage_ratio(work / "a0" / "dataset" / "manifest.json")
+        scaling(episodes, work, config)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
