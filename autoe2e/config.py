@@ -82,6 +82,10 @@ class PrepareConfig:
     sample_stride: int = 1
     #: Max distance between a grid time and the chosen frame; None = half a source frame period.
     tolerance_s: float | None = None
+    #: Longest hole (s) in one camera's grid before the episode is quarantined. Shorter gaps only
+    #: drop (and count) the samples whose windows touch them; a longer one means the camera lost
+    #: its stream, which a 1 s world-model step cannot straddle, so the recording is suspect.
+    max_gap_s: float = 1.0
     #: Cameras to export, in this order; empty = the episode's own list.
     cameras: list[str] = field(default_factory=list)
     shard_target_bytes: int = 256 * 1024 * 1024
@@ -121,6 +125,7 @@ class PrepareConfig:
         _require(self.trajectory_steps >= 1, "trajectory_steps", self.trajectory_steps, ">= 1")
         _require(self.map_raster_size >= 8, "map_raster_size", self.map_raster_size, ">= 8")
         _require(self.sample_stride >= 1, "sample_stride", self.sample_stride, ">= 1")
+        _require(self.max_gap_s > 0, "max_gap_s", self.max_gap_s, "use a positive number of s")
         _require(
             self.tolerance_s is None or self.tolerance_s > 0,
             "tolerance_s",
@@ -253,6 +258,9 @@ class TrainConfig:
     trajectory_time_weighting: str = "none"
     ema_momentum_start: float = 0.996
     ema_momentum_end: float = 1.0
+    #: JEPA target encoder: "ema" (EMA of the online backbone, updated every optimizer step) or
+    #: "frozen" (the backbone as initialised/loaded, never updated; V-JEPA 2-AC style).
+    jepa_target: str = "ema"
     precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU; or "bf16" / "fp32"
     num_workers: int = 0
     seed: int = 0
@@ -266,6 +274,12 @@ class TrainConfig:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         _require(self.grad_accum_steps >= 1, "grad_accum_steps", self.grad_accum_steps, ">= 1")
         _require(self.lr > 0, "lr", self.lr, "> 0")
+        _require(
+            self.jepa_target in ("ema", "frozen"),
+            "jepa_target",
+            self.jepa_target,
+            'use "ema" or "frozen"',
+        )
         _require(
             self.precision in ("auto", "bf16", "fp32"),
             "precision",

@@ -218,7 +218,8 @@ def check_ego_table(table: pa.Table, episode_id: str) -> None:
         kind = "duplicated" if steps[row - 1] == 0 else "non-monotonic"
         raise EpisodeContractError(
             episode_id,
-            f"{EGO_FILE} timestamp_s is {kind} at row {row} ({t[row - 1]!r} -> {t[row]!r})",
+            f"{EGO_FILE} timestamp_s is {kind} at row {row} "
+            f"({float(t[row - 1])} -> {float(t[row])})",
             "sort telemetry by time and drop duplicate timestamps",
         )
     median_step = float(np.median(steps))

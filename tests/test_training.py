@@ -229,3 +229,26 @@ def test_too_many_cameras_for_the_model_is_a_config_error(tmp_path) -> None:
     cfg = tiny_model_config(max_cameras=2)
     with pytest.raises(ConfigError, match="max_cameras=2.*3 cameras"):
         train("fake://m", str(tmp_path), cfg, TrainConfig(), dataset_factory=factory_for(cfg))
+
+
+def test_frozen_target_never_changes_while_the_backbone_trains(tmp_path, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(TargetEncoder, "update", lambda self, online, m: calls.append(m))
+    cfg = tiny_model_config()
+    tcfg = TrainConfig(epochs=1, batch_size=4, warmup_steps=1, jepa_target="frozen", seed=3)
+    result = train(
+        "fake://manifest", str(tmp_path / "out"), cfg, tcfg, dataset_factory=factory_for(cfg)
+    )
+    assert result.steps > 0 and calls == []
+    torch.manual_seed(tcfg.seed)  # the initial weights train() started from
+    initial = AutoE2E(cfg).backbone.state_dict()
+    trained, _ = load_model((tmp_path / "out" / "best.pt").read_bytes())
+    target = trained.target.module.state_dict()
+    for name, value in initial.items():
+        torch.testing.assert_close(target[name], value, msg=f"target {name} changed")
+    moved = [
+        n
+        for n, v in trained.backbone.state_dict().items()
+        if v.is_floating_point() and not torch.equal(v, initial[n])
+    ]
+    assert moved, "the online backbone did not train"

@@ -104,6 +104,47 @@ def _read_ego(folder: Path, episode_id: str) -> EgoTrack:
     return EgoTrack.from_table(table)
 
 
+def _check_camera_files(folder: Path, meta: EpisodeMeta) -> None:
+    """Every file in cameras/ must be a camera listed in episode.json (no silent extras)."""
+    camera_dir = folder / CAMERA_DIR
+    if not camera_dir.is_dir():
+        return  # the per-camera check names each missing file
+    extra = sorted(
+        p.name
+        for p in camera_dir.iterdir()
+        if not p.name.startswith(".") and p.stem not in meta.cameras
+    )
+    if extra:
+        raise EpisodeContractError(
+            meta.episode_id,
+            f"{CAMERA_DIR}/ holds {extra} but {EPISODE_JSON} lists cameras {meta.cameras}",
+            f"add those cameras to {EPISODE_JSON} or remove the files",
+        )
+
+
+def _check_gaps(
+    decoded: dict[str, GridFrames], episode_id: str, hz: float, max_gap_s: float
+) -> None:
+    """Quarantine when one camera has a hole longer than `PrepareConfig.max_gap_s`."""
+    for name, grid in decoded.items():
+        gaps = grid.gap_ticks()
+        runs: list[list[int]] = []
+        for k in gaps:
+            if runs and k == runs[-1][-1] + 1:
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+        longest = max(runs, key=len, default=[])
+        if len(longest) / hz > max_gap_s:
+            raise EpisodeContractError(
+                episode_id,
+                f"{CAMERA_DIR}/{name}.mp4 has no frame for {len(longest) / hz:.1f} s "
+                f"({longest[0] / hz:.1f}..{(longest[-1] + 1) / hz:.1f} s), a gap longer than "
+                f"{max_gap_s:.1f} s ({len(gaps)} grid ticks missing in total)",
+                "re-export the camera without dropped frames",
+            )
+
+
 def _decode_cameras(
     folder: Path, meta: EpisodeMeta, cameras: list[str], config: PrepareConfig
 ) -> dict[str, GridFrames]:
@@ -134,7 +175,7 @@ def _decode_cameras(
             raise EpisodeContractError(
                 meta.episode_id,
                 f"{CAMERA_DIR}/{name}.mp4 is unusable ({exc})",
-                "re-export a complete H.264 MP4",
+                "re-export a complete MP4 with a codec FFmpeg decodes (e.g. H.264)",
             ) from exc
     return decoded
 
@@ -178,6 +219,7 @@ def prepare_episode(episode_uri: str, config: PrepareConfig) -> EpisodeSamples:
                     f"{EPISODE_JSON} (has {meta.cameras})",
                     "record those cameras or drop them from PrepareConfig.cameras",
                 )
+            _check_camera_files(folder, meta)
             track = _read_ego(folder, meta.episode_id)
             polylines = (
                 load_map(str(folder / MAP_FILE), meta.episode_id)
@@ -187,6 +229,7 @@ def prepare_episode(episode_uri: str, config: PrepareConfig) -> EpisodeSamples:
             decoded = _decode_cameras(folder, meta, cameras, config)
     except storage.StorageError as exc:
         raise EpisodeContractError(name, f"cannot read the episode ({exc})", "check it") from exc
+    _check_gaps(decoded, meta.episode_id, config.reactive_hz, config.max_gap_s)
     _check_telemetry_span(track, decoded, meta.episode_id)
     result = _build_tables(meta.episode_id, cameras, decoded, track, polylines, config)
     result.seconds = time.perf_counter() - started

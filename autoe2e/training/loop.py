@@ -196,8 +196,13 @@ def train(
             grad_norm = torch.nn.utils.clip_grad_norm_(core.trainable_parameters(), 5.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            momentum = ema_momentum(frac, train_cfg.ema_momentum_start, train_cfg.ema_momentum_end)
-            core.target.update(core.backbone, momentum)
+            if train_cfg.jepa_target == "ema":
+                momentum = ema_momentum(
+                    frac, train_cfg.ema_momentum_start, train_cfg.ema_momentum_end
+                )
+                core.target.update(core.backbone, momentum)
+            else:  # frozen: the target stays the backbone as it was at the start
+                momentum = 1.0
             step += 1
             if step % train_cfg.log_every_steps == 0 or step == 1:
                 last = {

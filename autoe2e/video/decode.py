@@ -19,6 +19,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +65,15 @@ def decode_on_grid(
     """Decode ``path`` once, keep the frame nearest to each tick k / rate_hz within tolerance.
 
     ``tolerance_s`` defaults to half the stream's nominal frame period. Only chosen frames are
-    converted (``to_ndarray(width, height, rgb24)``, resize inside libswscale) and passed to
+    converted (to rgb24 at width x height, resized inside libswscale) and passed to
     ``encode`` (e.g. a JPEG encoder) so memory stays bounded by the encoded size.
     Raises `VideoDecodeError` for a missing, truncated or corrupt file.
     """
     name = str(path)
     encode = encode or (lambda image: image)
     result = GridFrames(path=name, rate_hz=rate_hz)
+    if Path(name).is_file() and Path(name).stat().st_size == 0:
+        raise VideoDecodeError(f"{name}: the file is empty (0 bytes); re-export it")
     try:
         with av.open(name) as container:
             if not container.streams.video:
@@ -85,18 +88,45 @@ def decode_on_grid(
             if tol is None:
                 rate = stream.average_rate or stream.guessed_rate or 30
                 tol = 0.5 / float(rate)
+            indexed = stream.frames  # frame count from the container index (0 = unknown)
+            seen = [0]  # every frame out of the decoder, including ones _select skips
+
+            def counted(frames: Any) -> Any:
+                for frame in frames:
+                    seen[0] += 1
+                    yield frame
+
             _select(
-                container.decode(stream), stream, result, start_time_s, tol, width, height, encode
+                counted(container.decode(stream)),
+                stream,
+                result,
+                start_time_s,
+                tol,
+                width,
+                height,
+                encode,
             )
     except av.error.FileNotFoundError as exc:
         raise VideoDecodeError(f"{name}: file does not exist") from exc
+    except av.error.DecoderNotFoundError as exc:
+        raise VideoDecodeError(
+            f"{name}: no decoder for its video codec in this FFmpeg build (unknown codec); "
+            "re-encode it with a common codec such as H.264"
+        ) from exc
     except av.error.FFmpegError as exc:
         raise VideoDecodeError(
-            f"{name}: cannot decode ({type(exc).__name__}: {exc}); the file is truncated or "
-            "corrupt, re-export it"
+            f"{name}: cannot decode ({type(exc).__name__}: {exc}); the file is truncated, "
+            "lacks its index (moov), is corrupt or is not a video, re-export it"
         ) from exc
     if result.num_decoded == 0:
         raise VideoDecodeError(f"{name}: the video holds no decodable frames; re-export it")
+    if indexed and seen[0] < indexed:
+        # FFmpeg stops quietly at a clean cut (e.g. a faststart file truncated at a packet
+        # boundary) and may drop undecodable packets; the index still lists every frame.
+        raise VideoDecodeError(
+            f"{name}: decoded {seen[0]} of the {indexed} frames its index lists "
+            "(truncated or corrupt packets); re-export it"
+        )
     return result
 
 
@@ -119,11 +149,15 @@ def _select(
     hz = result.rate_hz
     time_base = stream.time_base
     prev: list[Any] | None = None  # [time, frame, payload or None]
+    # One reformatter for the whole stream: `frame.to_ndarray(width=, height=)` builds a new
+    # libswscale context per frame, which measured ~17x slower (1.2 ms vs 0.07 ms per 224x128
+    # frame) than reusing one context.
+    reformatter = VideoReformatter()
 
     def payload(entry: list[Any]) -> Any:
         if entry[2] is None:
-            image = entry[1].to_ndarray(width=width, height=height, format="rgb24")
-            entry[2] = encode(image)
+            rgb = reformatter.reformat(entry[1], width=width, height=height, format="rgb24")
+            entry[2] = encode(rgb.to_ndarray())
         return entry[2]
 
     def assign(k: int, entry: list[Any]) -> None:
