@@ -1,0 +1,146 @@
+"""Model figures for the `demo` and `default` presets, each measured in its own process.
+
+    .venv/bin/python benchmarks/model.py [--presets demo default] [--steps N] [--cameras V]
+
+For each preset: trainable / EMA-target parameter counts, training samples/s (one full step as
+the training loop runs it: forward, JEPA targets, both losses, backward, AdamW step, EMA update),
+peak memory (CUDA allocator peak on a GPU, else the process's peak RSS), and the EMA update
+time as a fraction of the whole step, timed inside the same steps (target <= 0.02). On a CPU the
+`default` preset runs at batch 1 with `--cameras` views (default 4) to stay within minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from autoe2e.config import ModelConfig
+from autoe2e.model import AutoE2E
+from autoe2e.training.losses import jepa_l1, trajectory_l1
+
+
+def _batch(cfg: ModelConfig, batch: int, views: int, device: torch.device) -> dict:
+    h, w, r = cfg.image_height, cfg.image_width, cfg.map_raster_size
+    images = lambda *lead: torch.randint(0, 256, (*lead, 3, h, w), dtype=torch.uint8)  # noqa: E731
+    out = {
+        "images": images(batch, views),
+        "camera_index": torch.arange(views).repeat(batch, 1),
+        "history_images": images(batch, cfg.history_len, views),
+        "history_valid": torch.ones(batch, cfg.history_len, dtype=torch.bool),
+        "future_images": images(batch, cfg.future_steps, views),
+        "future_valid": torch.ones(batch, cfg.future_steps, dtype=torch.bool),
+        "map_raster": torch.rand(batch, cfg.map_channels, r, r),
+        "map_valid": torch.ones(batch),
+        "ego_history": torch.rand(batch, cfg.ego_history_steps, cfg.ego_features),
+        "future_trajectory": torch.randn(batch, cfg.trajectory_steps, 2) * 5,
+        "trajectory_valid": torch.ones(batch, cfg.trajectory_steps, dtype=torch.bool),
+    }
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def measure(preset: str, steps: int, cameras: int) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = ModelConfig.preset(preset)
+    on_gpu = device.type == "cuda"
+    batch = (8 if preset == "demo" else 2) if on_gpu else (8 if preset == "demo" else 1)
+    views = min(cameras, cfg.max_cameras) if not on_gpu else cfg.max_cameras
+    model = AutoE2E(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    data = _batch(cfg, batch, views, device)
+    amp = torch.bfloat16 if on_gpu else None
+
+    def sync() -> None:
+        if on_gpu:
+            torch.cuda.synchronize()
+
+    step_s = ema_s = 0.0
+    for i in range(steps + 1):  # step 0 warms up allocators and kernels, not timed
+        sync()
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = model(data)
+        loss = trajectory_l1(
+            out.trajectory.float(), data["future_trajectory"], data["trajectory_valid"]
+        )
+        targets = model.jepa_targets(data["future_images"])
+        loss = loss + 0.2 * jepa_l1(out.jepa_prediction.float(), targets, data["future_valid"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        ema_start = time.perf_counter()
+        model.target.update(model.backbone, 0.996)
+        sync()
+        end = time.perf_counter()
+        if i:
+            step_s += end - start
+            ema_s += end - ema_start
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    target = sum(p.numel() for p in model.target.module.parameters())
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if on_gpu
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "preset": preset,
+        "device": torch.cuda.get_device_name() if on_gpu else f"cpu x{torch.get_num_threads()}",
+        "batch": batch,
+        "cameras": views,
+        "image": f"{cfg.image_height}x{cfg.image_width}",
+        "trainable_params_m": trainable / 1e6,
+        "ema_target_params_m": target / 1e6,
+        "samples_per_s": steps * batch / step_s,
+        "step_s": step_s / steps,
+        "peak_memory_gib": peak / 2**30,
+        "ema_fraction_of_step": ema_s / step_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--presets", nargs="+", default=["demo", "default"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--cameras", type=int, default=4)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.steps, args.cameras)))
+        return
+    for preset in args.presets:  # one process per preset: peak memory is per process
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                preset,
+                "--steps",
+                str(args.steps),
+                "--cameras",
+                str(args.cameras),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(
+            f"{r['preset']:<8} {r['device']}, batch {r['batch']}, {r['cameras']} cameras at "
+            f"{r['image']}: {r['trainable_params_m']:.1f}M trainable + "
+            f"{r['ema_target_params_m']:.1f}M EMA target params, "
+            f"{r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step), "
+            f"peak memory {r['peak_memory_gib']:.2f} GiB, "
+            f"EMA update = {r['ema_fraction_of_step']:.4f} of a step (target <= 0.02)"
+        )
+
+
+if __name__ == "__main__":
+    main()
