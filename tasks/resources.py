@@ -1,8 +1,9 @@
 """Resource and retry settings shared by the tasks, in one place for the platform team.
 
 Figures follow the upstream EKS setup (training: 1 GPU, 4 CPU, 16 GiB, an 8 GiB memory-backed
-/dev/shm so DataLoader workers do not die with bus errors; data prep: 16 CPU, 32 GiB, large
-ephemeral storage, retries). The GPU type is chosen at registration time with
+/dev/shm so DataLoader workers do not die with bus errors). Data prep is fanned out one episode
+per pod (4 CPU, 8 GiB, 20 GiB scratch) and published by one larger pod; every task retries
+transient storage errors. The GPU type is chosen at registration time with
 AUTOE2E_GPU_ACCELERATOR (a name from flytekit.extras.accelerators, e.g. L40S, A10G, L4); unset
 means any GPU node.
 """
@@ -14,13 +15,29 @@ import os
 from flytekit import Resources
 from flytekit.extras import accelerators
 
-PREPARE_RESOURCES = Resources(cpu="16", mem="32Gi", ephemeral_storage="100Gi")
+#: One episode per mapped pod: decode threads, the episode's videos on disk and its tables in RAM.
+PREPARE_EPISODE_RESOURCES = Resources(cpu="4", mem="8Gi", ephemeral_storage="20Gi")
+#: Publishing reads every staged episode back into memory before sharding.
+PUBLISH_RESOURCES = Resources(cpu="4", mem="32Gi", ephemeral_storage="50Gi")
+LIST_RESOURCES = Resources(cpu="1", mem="1Gi")
 TRAIN_REQUESTS = Resources(cpu="4", mem="16Gi", gpu="1", ephemeral_storage="20Gi")
 TRAIN_LIMITS = Resources(gpu="1")
 EVALUATE_RESOURCES = Resources(cpu="4", mem="16Gi", gpu="1")
 TRAIN_SHARED_MEMORY = "8Gi"
 #: Transient storage / spot failures are retried; user errors fail on the first attempt anyway.
 RETRIES = 2
+
+
+def prepare_concurrency() -> int:
+    """How many episodes are prepared at once (AUTOE2E_PREPARE_CONCURRENCY, default 16).
+
+    Read at registration time: the map task's concurrency is compiled into the workflow, it is
+    not a run-time input.
+    """
+    raw = os.environ.get("AUTOE2E_PREPARE_CONCURRENCY", "").strip() or "16"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"AUTOE2E_PREPARE_CONCURRENCY={raw!r} is not a positive integer; e.g. 16")
+    return int(raw)
 
 
 def gpu_accelerator() -> accelerators.BaseAccelerator | None:

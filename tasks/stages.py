@@ -1,16 +1,26 @@
-"""The pipeline's Flyte tasks: prepare -> train -> evaluate, each a typed call into the library."""
+"""The pipeline's Flyte tasks, each a typed call into the library.
+
+Prepare is split for fan-out: `list_episodes` -> `prepare_episode` (mapped, cached per episode
+content) -> `publish_dataset`; then `train_model` -> `evaluate_model`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from flytekit import task
+from flytekit import Cache, task
 
-from autoe2e import pipeline
+from autoe2e import pipeline, storage
 from autoe2e.config import EvalConfig, ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.contract import CONTRACT_VERSION
+from autoe2e.data import staging
+from autoe2e.data.schema import SCHEMA_VERSION
 from tasks.resources import (
     EVALUATE_RESOURCES,
-    PREPARE_RESOURCES,
+    LIST_RESOURCES,
+    PREPARE_EPISODE_RESOURCES,
+    PUBLISH_RESOURCES,
     RETRIES,
     TRAIN_LIMITS,
     TRAIN_REQUESTS,
@@ -36,10 +46,61 @@ class TrainedModel:
     steps: int
 
 
-@task(requests=PREPARE_RESOURCES, retries=RETRIES)
-def prepare_dataset(episodes_uri: str, out_uri: str, config: PrepareConfig) -> PreparedDataset:
-    """Decode every camera, subsample to 10 Hz / 1 Hz and publish validated Parquet shards."""
-    result = pipeline.prepare_stage(episodes_uri, out_uri, config)
+class EpisodeList(NamedTuple):
+    episode_uris: list[str]
+    fingerprints: list[str]
+    staging_uri: str
+    inputs_sha256: str
+
+
+@task(requests=LIST_RESOURCES, retries=RETRIES)
+def list_episodes(episodes_uri: str, out_uri: str) -> EpisodeList:
+    """One listing of the raw root: episode URIs, a content fingerprint each, the staging place."""
+    listing = staging.list_episodes(episodes_uri)
+    return EpisodeList(
+        episode_uris=listing.episode_uris,
+        fingerprints=listing.fingerprints,
+        staging_uri=storage.join_uri(out_uri, staging.STAGING_DIR),
+        inputs_sha256=listing.inputs_sha256,
+    )
+
+
+#: The cache key is this version plus the task inputs (episode URI, its content fingerprint,
+#: config, staging place): a nightly re-run skips episodes whose files did not change, and a new
+#: contract/schema/staging layout invalidates every cached result.
+PREPARE_EPISODE_CACHE = Cache(
+    version=f"contract{CONTRACT_VERSION}-schema{SCHEMA_VERSION}-staging{staging.STAGING_FORMAT}"
+)
+
+
+@task(
+    requests=PREPARE_EPISODE_RESOURCES,
+    retries=RETRIES,
+    cache=PREPARE_EPISODE_CACHE,
+)
+def prepare_episode(
+    episode_uri: str, fingerprint: str, config: PrepareConfig, staging_uri: str
+) -> str:
+    """Decode one episode to 10 Hz / 1 Hz sample tables (or quarantine it) under staging."""
+    return staging.stage_episode(episode_uri, fingerprint, config, staging_uri)
+
+
+@task(requests=PUBLISH_RESOURCES, retries=RETRIES)
+def publish_dataset(
+    staged_uris: list[str],
+    episodes_uri: str,
+    out_uri: str,
+    inputs_sha256: str,
+    config: PrepareConfig,
+) -> PreparedDataset:
+    """Merge the staged episodes into validated Parquet shards and publish the manifest last."""
+    result = staging.publish_staged(
+        staged_uris,
+        storage.join_uri(out_uri, pipeline.DATASET_DIR),
+        config,
+        inputs_sha256=inputs_sha256,
+        episodes_uri=episodes_uri,
+    )
     return PreparedDataset(
         manifest_uri=result.manifest_uri,
         num_samples=result.num_samples,

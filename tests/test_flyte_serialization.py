@@ -12,8 +12,16 @@ from pathlib import Path
 from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.tools.translator import get_serializable
 
-from tasks.stages import evaluate_model, prepare_dataset, train_model
-from workflows.pipeline import autoe2e_pipeline, nightly_retraining
+from autoe2e.contract import CONTRACT_VERSION
+from autoe2e.data.schema import SCHEMA_VERSION
+from tasks.stages import (
+    evaluate_model,
+    list_episodes,
+    prepare_episode,
+    publish_dataset,
+    train_model,
+)
+from workflows.pipeline import PREPARE_CONCURRENCY, autoe2e_pipeline, nightly_retraining
 
 IMAGE = "ghcr.io/autoe2e/autoe2e-pipeline:test"
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,11 +45,28 @@ def _resources(task_spec) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def test_tasks_serialise_with_resources_and_image() -> None:
-    prep = get_serializable(OrderedDict(), _settings(), prepare_dataset)
+    prep = get_serializable(OrderedDict(), _settings(), prepare_episode)
     requests, _ = _resources(prep)
-    assert requests["cpu"] == "16" and requests["memory"] == "32Gi"
+    assert requests["cpu"] == "4" and requests["memory"] == "8Gi"
+    assert requests["ephemeral_storage"] == "20Gi"
     assert prep.template.metadata.retries.retries == 2
     assert prep.template.container.image == IMAGE
+    # per-episode results are cached; the key's version follows the contract and schema
+    assert prep.template.metadata.discoverable is True
+    version = prep.template.metadata.discovery_version
+    assert f"contract{CONTRACT_VERSION}" in version and f"schema{SCHEMA_VERSION}" in version
+    assert set(prep.template.interface.inputs) == {
+        "episode_uri",
+        "fingerprint",
+        "config",
+        "staging_uri",
+    }
+
+    for light in (list_episodes, publish_dataset):
+        spec = get_serializable(OrderedDict(), _settings(), light)
+        assert spec.template.metadata.retries.retries == 2
+        assert spec.template.metadata.discoverable is False
+        assert "memory" in _resources(spec)[0]
 
     train = get_serializable(OrderedDict(), _settings(), train_model)
     requests, limits = _resources(train)
@@ -59,10 +84,29 @@ def test_tasks_serialise_with_resources_and_image() -> None:
 
 
 def test_workflow_and_nightly_launch_plan_compile() -> None:
-    wf = get_serializable(OrderedDict(), _settings(), autoe2e_pipeline)
-    node_ids = [n.id for n in wf.template.nodes]
-    assert len(node_ids) == 3
+    entities: OrderedDict = OrderedDict()
+    wf = get_serializable(entities, _settings(), autoe2e_pipeline)
+    assert len(wf.template.nodes) == 5  # list, map(prepare_episode), publish, train, evaluate
     assert set(wf.template.interface.inputs) >= {"episodes_uri", "out_uri"}
+
+    # prepare_episode fans out as an ArrayNode over the listed episodes, config bound once
+    (mapped,) = [n for n in wf.template.nodes if n.array_node is not None]
+    array = mapped.array_node
+    assert array._parallelism == PREPARE_CONCURRENCY == 16
+    assert array._min_success_ratio == 1.0
+    bindings = {b.var: b.binding for b in mapped.inputs}
+    assert bindings["episode_uri"].promise.var == "episode_uris"
+    assert bindings["fingerprint"].promise.var == "fingerprints"
+    assert bindings["config"].promise.var == "prepare_config"  # the workflow input, bound once
+    assert bindings["staging_uri"].promise.var == "staging_uri"
+    map_spec = next(
+        spec
+        for entity, spec in entities.items()
+        if "map_prepare_episode" in getattr(entity, "name", "")
+    )
+    assert map_spec.template.metadata.discoverable is True
+    assert map_spec.template.metadata.discovery_version.startswith(f"contract{CONTRACT_VERSION}")
+    assert _resources(map_spec)[0]["memory"] == "8Gi"
 
     lp = get_serializable(OrderedDict(), _settings(), nightly_retraining)
     assert lp.spec.entity_metadata.schedule.cron_schedule.schedule == "0 3 * * *"
@@ -95,3 +139,4 @@ def test_pyflyte_package_builds_registrable_archive(tmp_path) -> None:
     assert any("autoe2e_pipeline" in n for n in names), names
     assert any("autoe2e_nightly_retraining" in n for n in names), names
     assert any("train_model" in n for n in names), names
+    assert any("map_prepare_episode" in n for n in names), names

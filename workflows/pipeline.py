@@ -1,4 +1,4 @@
-"""prepare -> train -> evaluate as one Flyte workflow, plus its launch plans.
+"""prepare (list -> mapped per-episode prepare -> publish) -> train -> evaluate, plus launch plans.
 
 Local:   pyflyte run workflows/pipeline.py autoe2e_pipeline --episodes_uri DIR --out_uri DIR
 Remote:  pyflyte run --remote --image IMAGE workflows/pipeline.py autoe2e_pipeline \
@@ -7,13 +7,25 @@ Remote:  pyflyte run --remote --image IMAGE workflows/pipeline.py autoe2e_pipeli
 
 from __future__ import annotations
 
+import functools
 import os
 
-from flytekit import CronSchedule, LaunchPlan, workflow
+from flytekit import CronSchedule, LaunchPlan, map_task, workflow
 
 from autoe2e.config import EvalConfig, ModelConfig, PrepareConfig, TrainConfig
 from autoe2e.pipeline import PipelineSummary
-from tasks.stages import evaluate_model, prepare_dataset, train_model
+from tasks.resources import prepare_concurrency
+from tasks.stages import (
+    evaluate_model,
+    list_episodes,
+    prepare_episode,
+    publish_dataset,
+    train_model,
+)
+
+#: Episodes prepared at once; compiled into the map task (AUTOE2E_PREPARE_CONCURRENCY at
+#: registration), since an ArrayNode's concurrency is not a run-time input.
+PREPARE_CONCURRENCY = prepare_concurrency()
 
 
 @workflow
@@ -25,7 +37,20 @@ def autoe2e_pipeline(
     train_config: TrainConfig = TrainConfig(),
     eval_config: EvalConfig = EvalConfig(),
 ) -> PipelineSummary:
-    dataset = prepare_dataset(episodes_uri=episodes_uri, out_uri=out_uri, config=prepare_config)
+    episodes = list_episodes(episodes_uri=episodes_uri, out_uri=out_uri)
+    # One mapped pod per episode; unchanged episodes are served from the task cache.
+    staged = map_task(
+        functools.partial(prepare_episode, config=prepare_config, staging_uri=episodes.staging_uri),
+        concurrency=PREPARE_CONCURRENCY,
+        min_success_ratio=1.0,
+    )(episode_uri=episodes.episode_uris, fingerprint=episodes.fingerprints)
+    dataset = publish_dataset(
+        staged_uris=staged,
+        episodes_uri=episodes_uri,
+        out_uri=out_uri,
+        inputs_sha256=episodes.inputs_sha256,
+        config=prepare_config,
+    )
     model = train_model(
         dataset=dataset, out_uri=out_uri, model_config=model_config, train_config=train_config
     )

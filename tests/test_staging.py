@@ -1,0 +1,154 @@
+"""Per-episode staging (the Flyte fan-out path) on tiny real episodes: it publishes exactly what
+`prepare_dataset` publishes, re-stages only changed episodes and carries quarantines through."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from episode_factory import write_episode
+
+from autoe2e.config import PrepareConfig
+from autoe2e.data import staging
+from autoe2e.data.prepare import PrepareError, prepare_dataset
+
+CONFIG = PrepareConfig(
+    image_width=32,
+    image_height=24,
+    history_offsets_s=[-1.0, 0.0],
+    future_offsets_s=[1.0, 2.0],
+    ego_history_steps=10,
+    trajectory_steps=20,
+    map_raster_size=32,
+    map_resolution_m=1.0,
+    shard_target_bytes=1 << 20,
+)
+
+
+def _stage_all(root: Path, staging_root: Path) -> tuple[staging.EpisodeListing, list[str]]:
+    listing = staging.list_episodes(str(root))
+    staged = [
+        staging.stage_episode(uri, fingerprint, CONFIG, str(staging_root))
+        for uri, fingerprint in zip(listing.episode_uris, listing.fingerprints, strict=True)
+    ]
+    return listing, staged
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("episodes")
+    write_episode(folder, "ep_a", duration_s=5.0, heading=0.3)
+    write_episode(folder, "ep_b", duration_s=5.0, path_kind="circle", radius=12.0)
+    # a truncated video: quarantined, not fatal
+    broken = write_episode(folder, "ep_broken", duration_s=5.0)
+    video = broken / "cameras" / "left.mp4"
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    return folder
+
+
+def test_staged_publish_matches_single_process_prepare(root: Path, tmp_path: Path) -> None:
+    direct = prepare_dataset(str(root), str(tmp_path / "direct"), CONFIG)
+    listing, staged = _stage_all(root, tmp_path / "staging")
+    result = staging.publish_staged(
+        staged,
+        str(tmp_path / "staged"),
+        CONFIG,
+        inputs_sha256=listing.inputs_sha256,
+        episodes_uri=str(root),
+    )
+    want, got = _manifest(tmp_path / "direct"), _manifest(tmp_path / "staged")
+    assert result.published and result.num_samples == direct.num_samples > 0
+    # Same shard bytes, same episodes, same quarantine, same dataset identity.
+    for key in ("shards", "episodes", "quarantined", "inputs_sha256", "parameters", "num_samples"):
+        assert got[key] == want[key], key
+    assert [q["episode_id"] for q in got["quarantined"]] == ["ep_broken"]
+    assert "left.mp4" in got["quarantined"][0]["reason"]
+    assert sorted(e["episode_id"] for e in got["episodes"]) == ["ep_a", "ep_b"]
+    # The quarantine is staged as a record, not as tables.
+    broken = [Path(s) for s in staged if Path(s).name.startswith("ep_broken-")]
+    assert len(broken) == 1 and (broken[0] / staging.QUARANTINE_FILE).is_file()
+    assert not (broken[0] / staging.SAMPLES_FILE).exists()
+
+    # The same inputs again publish nothing, and either path recognises the other's dataset.
+    again = staging.publish_staged(
+        staged, str(tmp_path / "direct"), CONFIG, inputs_sha256=listing.inputs_sha256
+    )
+    assert again.published is False and again.num_samples == direct.num_samples
+
+
+def test_rerun_restages_only_the_changed_episode(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(root, raw)
+    staging_root = tmp_path / "staging"
+    first, staged = _stage_all(raw, staging_root)
+    staging.publish_staged(staged, str(tmp_path / "v1"), CONFIG, inputs_sha256=first.inputs_sha256)
+
+    # Rewrite one episode with a different trajectory (new telemetry bytes, same folder name).
+    shutil.rmtree(raw / "ep_b")
+    write_episode(raw, "ep_b", duration_s=5.0, path_kind="circle", radius=20.0)
+    prepared: list[str] = []
+    real = staging._prepare_or_quarantine
+
+    def counting(uri: str, config: PrepareConfig):
+        prepared.append(Path(uri).name)
+        return real(uri, config)
+
+    monkeypatch.setattr(staging, "_prepare_or_quarantine", counting)
+    second, restaged = _stage_all(raw, staging_root)
+
+    assert prepared == ["ep_b"]
+    changed = {
+        Path(u).name: (a, b)
+        for u, a, b in zip(first.episode_uris, first.fingerprints, second.fingerprints, strict=True)
+        if a != b
+    }
+    assert list(changed) == ["ep_b"]
+    assert second.inputs_sha256 != first.inputs_sha256
+    assert [s for s in restaged if s not in staged] == [
+        s for s in restaged if Path(s).name.startswith("ep_b-")
+    ]
+    assert sorted(p.name.split("-")[0] for p in staging_root.iterdir()) == [
+        "ep_a",
+        "ep_b",
+        "ep_b",
+        "ep_broken",
+    ]
+
+    # Published datasets are immutable: new inputs go to a new location.
+    with pytest.raises(PrepareError, match="inputs_sha256"):
+        staging.publish_staged(
+            restaged, str(tmp_path / "v1"), CONFIG, inputs_sha256=second.inputs_sha256
+        )
+    result = staging.publish_staged(
+        restaged, str(tmp_path / "v2"), CONFIG, inputs_sha256=second.inputs_sha256
+    )
+    assert result.published
+    v1, v2 = _manifest(tmp_path / "v1"), _manifest(tmp_path / "v2")
+    by_id = {e["episode_id"]: e for e in v1["episodes"]}
+    for entry in v2["episodes"]:
+        assert entry == by_id[entry["episode_id"]]  # same sample counts for the same lengths
+    assert [s["sha256"] for s in v1["shards"]] != [s["sha256"] for s in v2["shards"]]
+
+    # A different output parameter is a different staging key: everything is prepared again.
+    prepared.clear()
+    listing = staging.list_episodes(str(raw))
+    other = dataclasses.replace(CONFIG, jpeg_quality=CONFIG.jpeg_quality - 10)
+    staging.stage_episode(
+        listing.episode_uris[0], listing.fingerprints[0], other, str(staging_root)
+    )
+    assert prepared == ["ep_a"]
+
+
+def test_missing_staged_result_fails_naming_it(tmp_path: Path) -> None:
+    gone = tmp_path / "staging" / "ep_x-0123456789abcdef"
+    with pytest.raises(PrepareError, match="ep_x-0123456789abcdef.*incomplete"):
+        staging.publish_staged([str(gone)], str(tmp_path / "out"), CONFIG, inputs_sha256="0" * 64)
