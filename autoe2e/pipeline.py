@@ -2,7 +2,7 @@
 
 Layout under OUT_URI (local path or s3://)::
 
-    dataset/manifest.json, dataset/shards/...   prepare
+    datasets/<key>/manifest.json, .../shards/    prepare; <key> addresses inputs + parameters
     runs/<mlflow run id>/training/...            checkpoints of that training run
     runs/<mlflow run id>/evaluation/report.json  held-out metrics vs baselines
     runs/<mlflow run id>/summary.json            where everything is, plus the headline numbers
@@ -24,7 +24,7 @@ from autoe2e.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-DATASET_DIR = "dataset"
+DATASETS_DIR = "datasets"
 RUNS_DIR = "runs"
 MLFLOW_DIR = "mlflow"
 TRAINING_DIR = "training"
@@ -63,12 +63,25 @@ def run_uri(out_uri: str, run_id: str) -> str:
     return storage.join_uri(out_uri, RUNS_DIR, run_id)
 
 
+def dataset_uri(out_uri: str, inputs_sha256: str, config: PrepareConfig) -> str:
+    """Where the dataset for these inputs and parameters lives under OUT_URI."""
+    from autoe2e.data.manifest import dataset_key
+
+    return storage.join_uri(out_uri, DATASETS_DIR, dataset_key(inputs_sha256, config))
+
+
 def prepare_stage(episodes_uri: str, out_uri: str, config: PrepareConfig):
     from autoe2e.data.prepare import prepare_dataset
+    from autoe2e.data.staging import list_episodes
 
-    workers = config.workers or os.cpu_count() or 1
+    config.validate()
+    inputs_sha256 = list_episodes(episodes_uri).inputs_sha256
     return prepare_dataset(
-        episodes_uri, storage.join_uri(out_uri, DATASET_DIR), config.validate(), max_workers=workers
+        episodes_uri,
+        dataset_uri(out_uri, inputs_sha256, config),
+        config,
+        max_workers=config.workers or os.cpu_count() or 1,
+        inputs_sha256=inputs_sha256,
     )
 
 

@@ -96,7 +96,7 @@ def publish_dataset(
     """Merge the staged episodes into validated Parquet shards and publish the manifest last."""
     result = staging.publish_staged(
         staged_uris,
-        storage.join_uri(out_uri, pipeline.DATASET_DIR),
+        pipeline.dataset_uri(out_uri, inputs_sha256, config),
         config,
         inputs_sha256=inputs_sha256,
         episodes_uri=episodes_uri,

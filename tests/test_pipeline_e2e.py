@@ -3,8 +3,10 @@ locally (prepare -> train -> evaluate) -> manifest, checkpoint, report and an ML
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -63,13 +65,15 @@ def test_workflow_runs_end_to_end_locally(episodes: Path, tmp_path, monkeypatch)
     )
 
     # The manifest describes exactly what was written.
-    manifest = json.loads((out / "dataset" / "manifest.json").read_text())
+    dataset = Path(summary.manifest_uri).parent
+    assert dataset.parent == out / "datasets"  # content-addressed: inputs + parameters
+    manifest = json.loads((dataset / "manifest.json").read_text())
     assert manifest["quarantined"] == []
     assert {e["episode_id"] for e in manifest["episodes"]} == {p.name for p in episodes.iterdir()}
     total = 0
     for shard in manifest["shards"]:
-        samples = out / "dataset" / shard["path"]
-        frames = out / "dataset" / shard["frames_path"]
+        samples = dataset / shard["path"]
+        frames = dataset / shard["frames_path"]
         assert _sha256(samples) == shard["sha256"]
         assert _sha256(frames) == shard["frames_sha256"]
         assert pq.ParquetFile(samples).metadata.num_rows == shard["num_rows"]
@@ -125,8 +129,36 @@ def test_cli_runs_every_stage_without_flyte(episodes: Path, tmp_path, monkeypatc
     again = [
         "prepare",
         str(episodes),
-        str(out / "dataset"),
+        str(Path(summary["manifest_uri"]).parent),
         *_sets("--set", TINY_PREPARE, PrepareConfig()),
     ]
     assert main(again) == 0
     assert json.loads(capsys.readouterr().out)["published"] is False
+
+
+def test_new_episodes_publish_a_new_dataset_next_to_the_old_one(episodes: Path, tmp_path) -> None:
+    """A nightly run into the same OUT_URI: unchanged inputs reuse the published dataset, new
+    episodes publish a new one (published datasets are immutable, so this must not fail)."""
+    from autoe2e.pipeline import prepare_stage
+
+    config = dataclasses.replace(TINY_PREPARE, workers=1)
+    out = str(tmp_path / "nightly")
+    first = prepare_stage(str(episodes), out, config)
+    again = prepare_stage(str(episodes), out, config)
+    assert (again.published, again.manifest_uri) == (False, first.manifest_uri)
+
+    grown = tmp_path / "grown"
+    shutil.copytree(episodes, grown)
+    shutil.copytree(next(p for p in episodes.iterdir() if p.is_dir()), grown / "ep_extra")
+    (grown / "ep_extra" / "episode.json").write_text(
+        (grown / "ep_extra" / "episode.json")
+        .read_text()
+        .replace(
+            json.loads((grown / "ep_extra" / "episode.json").read_text())["episode_id"],
+            "ep_extra",
+        )
+    )
+    nightly = prepare_stage(str(grown), out, config)
+    assert nightly.published and nightly.manifest_uri != first.manifest_uri
+    assert nightly.num_episodes == first.num_episodes + 1
+    assert Path(first.manifest_uri).is_file()  # the old dataset is untouched

@@ -68,11 +68,18 @@ def _prepare_or_quarantine(uri: str, config: PrepareConfig) -> EpisodeSamples | 
 
 
 def prepare_dataset(
-    episodes_uri: str, out_uri: str, config: PrepareConfig, *, max_workers: int = 1
+    episodes_uri: str,
+    out_uri: str,
+    config: PrepareConfig,
+    *,
+    max_workers: int = 1,
+    inputs_sha256: str | None = None,
 ) -> PrepareResult:
     """Prepare every episode under ``episodes_uri`` and publish shards + manifest to ``out_uri``.
 
     ``max_workers`` > 1 prepares episodes in that many processes (decode is CPU bound).
+    ``inputs_sha256`` is the inputs' fingerprint when the caller has already computed it
+    (`autoe2e.data.staging.list_episodes`), so local inputs are not hashed twice.
     """
     started = time.perf_counter()
     config.validate()
@@ -81,11 +88,12 @@ def prepare_dataset(
         storage.check_writable(out_uri)
     except storage.StorageError as exc:
         raise PrepareError(str(exc)) from exc
-    try:
-        fingerprints = storage.file_fingerprints(episodes_uri)
-    except storage.StorageError as exc:
-        raise PrepareError(f"cannot fingerprint inputs under {episodes_uri}: {exc}") from exc
-    inputs_sha256 = mf.inputs_fingerprint(fingerprints)
+    if inputs_sha256 is None:
+        try:
+            fingerprints = storage.file_fingerprints(episodes_uri)
+        except storage.StorageError as exc:
+            raise PrepareError(f"cannot fingerprint inputs under {episodes_uri}: {exc}") from exc
+        inputs_sha256 = mf.inputs_fingerprint(fingerprints)
 
     manifest_uri = storage.join_uri(out_uri, mf.MANIFEST_FILE)
     existing = _existing_manifest(manifest_uri, config, inputs_sha256)
