@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autoe2e.config import PrepareConfig
 from autoe2e.contract import (
     CAMERA_DIR,
     EGO_FILE,
@@ -232,3 +233,18 @@ def upload_tree(local: Path, uri: str) -> None:
         storage.write_bytes(
             storage.join_uri(uri, path.relative_to(local).as_posix()), path.read_bytes()
         )
+
+
+#: PrepareConfig for the tiny factory episodes (a few seconds long, 32x24 frames, short windows)
+#: shared by the prepare, staging and bad-input tests.
+TINY_PREPARE = PrepareConfig(
+    image_width=32,
+    image_height=24,
+    history_offsets_s=[-1.0, 0.0],
+    future_offsets_s=[1.0, 2.0],
+    ego_history_steps=10,
+    trajectory_steps=20,
+    map_raster_size=32,
+    map_resolution_m=1.0,
+    shard_target_bytes=1 << 20,
+)

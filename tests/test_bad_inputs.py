@@ -16,23 +16,12 @@ import av
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from episode_factory import moto_s3, write_episode
+from episode_factory import TINY_PREPARE, moto_s3, write_episode
 
 from autoe2e import storage
-from autoe2e.config import PrepareConfig
 from autoe2e.data.prepare import PrepareError, prepare_dataset
 
-CONFIG = PrepareConfig(
-    image_width=32,
-    image_height=24,
-    history_offsets_s=[-1.0, 0.0],
-    future_offsets_s=[1.0, 2.0],
-    ego_history_steps=10,
-    trajectory_steps=20,
-    map_raster_size=32,
-    map_resolution_m=1.0,
-    shard_target_bytes=1 << 20,
-)
+CONFIG = TINY_PREPARE
 SHORT = 5.0  # seconds; long enough for samples, so only the damage can reject an episode
 
 

@@ -10,24 +10,14 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from episode_factory import write_episode
+from episode_factory import TINY_PREPARE, write_episode
 
 from autoe2e.config import PrepareConfig
 from autoe2e.contract import MAP_KINDS
 from autoe2e.data.map_raster import decode_png
 from autoe2e.data.prepare import PrepareError, prepare_dataset
 
-CONFIG = PrepareConfig(
-    image_width=32,
-    image_height=24,
-    history_offsets_s=[-1.0, 0.0],
-    future_offsets_s=[1.0, 2.0],
-    ego_history_steps=10,
-    trajectory_steps=20,
-    map_raster_size=32,
-    map_resolution_m=1.0,
-    shard_target_bytes=1 << 20,
-)
+CONFIG = TINY_PREPARE
 RADIUS = 12.0
 
 
