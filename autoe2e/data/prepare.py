@@ -27,7 +27,14 @@ from autoe2e.data.validate import validate_shard
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PrepareError", "PrepareResult", "prepare_dataset", "prepare_episode", "publish"]
+__all__ = [
+    "PrepareError",
+    "PrepareResult",
+    "prepare_dataset",
+    "prepare_episode",
+    "publish",
+    "publish_outcomes",
+]
 
 
 class PrepareError(RuntimeError):
@@ -107,25 +114,37 @@ def prepare_dataset(
             )
     else:
         outcomes = [_prepare_or_quarantine(uri, config) for uri in episode_uris]
-    prepared = [o for o in outcomes if isinstance(o, EpisodeSamples)]
-    quarantined = [o for o in outcomes if isinstance(o, dict)]
-    result = publish(
-        prepared,
-        quarantined,
-        out_uri,
-        config,
-        inputs_sha256=inputs_sha256,
-        episodes_uri=episodes_uri,
+    result = publish_outcomes(
+        outcomes, out_uri, config, inputs_sha256=inputs_sha256, episodes_uri=episodes_uri
     )
     result.seconds = time.perf_counter() - started
     logger.info(
         "prepared %d samples from %d episodes (%d quarantined) in %.1f s",
         result.num_samples,
         result.num_episodes,
-        len(quarantined),
+        len(result.quarantined),
         result.seconds,
     )
     return result
+
+
+def publish_outcomes(
+    outcomes: list[EpisodeSamples | dict[str, str]],
+    out_uri: str,
+    config: PrepareConfig,
+    *,
+    inputs_sha256: str,
+    episodes_uri: str = "",
+) -> PrepareResult:
+    """Publish per-episode outcomes: samples are exported, quarantine records are listed."""
+    return publish(
+        [o for o in outcomes if isinstance(o, EpisodeSamples)],
+        [o for o in outcomes if isinstance(o, dict)],
+        out_uri,
+        config,
+        inputs_sha256=inputs_sha256,
+        episodes_uri=episodes_uri,
+    )
 
 
 def _existing_manifest(

@@ -32,7 +32,7 @@ from autoe2e.data.prepare import (
     _prepare_or_quarantine,
     _unchanged,
     discover_episodes,
-    publish,
+    publish_outcomes,
 )
 from autoe2e.data.schema import FRAME_SCHEMA, SAMPLE_SCHEMA, SCHEMA_VERSION
 from autoe2e.data.shards import read_parquet_bytes
@@ -204,12 +204,8 @@ def publish_staged(
     existing = _existing_manifest(manifest_uri, config, inputs_sha256)
     if existing is not None:
         return _unchanged(manifest_uri, existing, time.perf_counter())
-    outcomes = [_read_staged(uri) for uri in staged_uris]
-    prepared = [o for o in outcomes if isinstance(o, EpisodeSamples)]
-    quarantined = [o for o in outcomes if isinstance(o, dict)]
-    result = publish(
-        prepared,
-        quarantined,
+    result = publish_outcomes(
+        [_read_staged(uri) for uri in staged_uris],
         out_uri,
         config,
         inputs_sha256=inputs_sha256,
@@ -219,6 +215,6 @@ def publish_staged(
         "published %d samples from %d staged episodes (%d quarantined)",
         result.num_samples,
         result.num_episodes,
-        len(quarantined),
+        len(result.quarantined),
     )
     return result
