@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from episode_factory import TINY_PREPARE, write_episode
 
+from autoe2e import storage
 from autoe2e.config import PrepareConfig
 from autoe2e.contract import MAP_KINDS
+from autoe2e.data.dataset import ShardDataset
 from autoe2e.data.map_raster import decode_png
 from autoe2e.data.prepare import PrepareError, prepare_dataset
 
@@ -244,13 +246,10 @@ def test_sample_stride_keeps_every_nth_tick(tmp_path: Path) -> None:
 
 
 def test_synthetic_world_episodes_prepare(tmp_path: Path) -> None:
-    synthetic = pytest.importorskip("autoe2e.synthetic")
-    generate = getattr(synthetic, "generate_episodes", None)
-    if generate is None:
-        pytest.skip("autoe2e.synthetic.generate_episodes not available yet")
     from autoe2e.config import GenerateConfig
+    from autoe2e.synthetic import generate_episodes
 
-    generate(
+    generate_episodes(
         str(tmp_path / "raw"),
         GenerateConfig(
             num_episodes=2,
@@ -263,3 +262,44 @@ def test_synthetic_world_episodes_prepare(tmp_path: Path) -> None:
     )
     result = prepare_dataset(str(tmp_path / "raw"), str(tmp_path / "out"), CONFIG)
     assert result.num_episodes == 2 and result.num_samples > 0 and not result.quarantined
+
+
+def test_interrupted_run_leaves_no_manifest_and_the_next_run_completes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = tmp_path / "episodes"
+    write_episode(root, "ep", cameras=("front",), with_map=False)
+    out = tmp_path / "out"
+    real_write = storage.write_bytes
+
+    def dies_at_the_manifest(uri: str, data: bytes, **kwargs: object) -> bool:
+        if uri.endswith("manifest.json"):
+            raise OSError("simulated crash before the manifest")
+        return real_write(uri, data, **kwargs)
+
+    monkeypatch.setattr(storage, "write_bytes", dies_at_the_manifest)
+    with pytest.raises(OSError, match="simulated crash"):
+        prepare_dataset(str(root), str(out), CONFIG)
+    assert not (out / "manifest.json").exists()  # readers see no dataset at all
+    assert list((out / "shards").glob("*.parquet"))  # shards were written first
+
+    monkeypatch.setattr(storage, "write_bytes", real_write)
+    result = prepare_dataset(str(root), str(out), CONFIG)
+    assert result.published and result.num_samples > 0
+    dataset = ShardDataset(result.manifest_uri)  # verifies every shard's sha256 on read
+    assert len(dataset) == result.num_samples and dataset[0]["images"].shape[0] == 1
+
+
+def test_foreign_bytes_under_a_shard_key_are_refused(tmp_path: Path) -> None:
+    """Shard writes are create-only: a different object under our key is never overwritten."""
+    root = tmp_path / "episodes"
+    write_episode(root, "ep", cameras=("front",), with_map=False)
+    first = prepare_dataset(str(root), str(tmp_path / "first"), CONFIG)
+    shard = json.loads(Path(first.manifest_uri).read_text())["shards"][0]["path"]
+    foreign = tmp_path / "out" / shard
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"somebody else's object")
+    with pytest.raises(PrepareError, match="already exists with different content"):
+        prepare_dataset(str(root), str(tmp_path / "out"), CONFIG)
+    assert foreign.read_bytes() == b"somebody else's object"
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -10,6 +10,7 @@ write the manifest last with a create-only put so readers never see a half-publi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -128,6 +129,20 @@ def prepare_dataset(
     return result
 
 
+def _write_once(uri: str, data: bytes) -> None:
+    """Create-only write of a shard object. A key left by an interrupted run is kept when it
+    holds exactly these bytes (keys and contents are deterministic), so the next run completes
+    the dataset; different bytes under the same key mean someone else wrote there: refuse."""
+    if storage.write_bytes(uri, data, create_only=True):
+        return
+    if hashlib.sha256(storage.read_bytes(uri)).digest() != hashlib.sha256(data).digest():
+        raise PrepareError(
+            f"{uri} already exists with different content and no manifest publishes it; "
+            "another writer is using this output location, write to a new one"
+        )
+    logger.info("%s already holds this shard (left by an interrupted run); kept", uri)
+
+
 def publish_outcomes(
     outcomes: list[EpisodeSamples | dict[str, str]],
     out_uri: str,
@@ -225,8 +240,8 @@ def publish(
             dims,
             shard.samples_key,
         )
-        storage.write_bytes(storage.join_uri(out_uri, shard.frames_key), shard.frames_bytes)
-        storage.write_bytes(storage.join_uri(out_uri, shard.samples_key), shard.samples_bytes)
+        _write_once(storage.join_uri(out_uri, shard.frames_key), shard.frames_bytes)
+        _write_once(storage.join_uri(out_uri, shard.samples_key), shard.samples_bytes)
         shards.append(
             {
                 "path": shard.samples_key,
