@@ -121,9 +121,24 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     config = _cfg(args, PrepareConfig)
-    from autoe2e.data.prepare import prepare_dataset
+    workers = config.workers or os.cpu_count() or 1
+    if not args.staging_uri:
+        from autoe2e.data.prepare import prepare_dataset
 
-    _emit(prepare_dataset(args.episodes_uri, args.out_uri, config))
+        _emit(prepare_dataset(args.episodes_uri, args.out_uri, config, max_workers=workers))
+        return
+    from autoe2e.data.staging import list_episodes, prepare_staged
+
+    _emit(
+        prepare_staged(
+            list_episodes(args.episodes_uri),
+            args.out_uri,
+            config,
+            staging_uri=args.staging_uri,
+            episodes_uri=args.episodes_uri,
+            max_workers=workers,
+        )
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -253,6 +268,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="episodes -> Parquet shards + manifest.json")
     p.add_argument("episodes_uri")
     p.add_argument("out_uri")
+    p.add_argument(
+        "--staging-uri",
+        default="",
+        help="stage each episode here first (local or s3://): memory then holds one shard's "
+        "episodes, and later runs decode only new or changed episodes",
+    )
     _add_config_args(p, what="PrepareConfig")
     p.set_defaults(func=cmd_prepare)
 

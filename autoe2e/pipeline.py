@@ -71,17 +71,19 @@ def dataset_uri(out_uri: str, inputs_sha256: str, config: PrepareConfig) -> str:
 
 
 def prepare_stage(episodes_uri: str, out_uri: str, config: PrepareConfig):
-    from autoe2e.data.prepare import prepare_dataset
-    from autoe2e.data.staging import list_episodes
+    """Stage episodes under OUT/dataset-staging (reused by later runs), then publish the dataset
+    under OUT/datasets/<key>: the same staged path and layout as the Flyte workflow."""
+    from autoe2e.data.staging import STAGING_DIR, list_episodes, prepare_staged
 
     config.validate()
-    inputs_sha256 = list_episodes(episodes_uri).inputs_sha256
-    return prepare_dataset(
-        episodes_uri,
-        dataset_uri(out_uri, inputs_sha256, config),
+    listing = list_episodes(episodes_uri)
+    return prepare_staged(
+        listing,
+        dataset_uri(out_uri, listing.inputs_sha256, config),
         config,
+        staging_uri=storage.join_uri(out_uri, STAGING_DIR),
+        episodes_uri=episodes_uri,
         max_workers=config.workers or os.cpu_count() or 1,
-        inputs_sha256=inputs_sha256,
     )
 
 

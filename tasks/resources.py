@@ -15,10 +15,15 @@ import os
 from flytekit import Resources
 from flytekit.extras import accelerators
 
-#: One episode per mapped pod: decode threads, the episode's videos on disk and its tables in RAM.
-PREPARE_EPISODE_RESOURCES = Resources(cpu="4", mem="8Gi", ephemeral_storage="20Gi")
-#: Publishing reads every staged episode back into memory before sharding.
-PUBLISH_RESOURCES = Resources(cpu="4", mem="32Gi", ephemeral_storage="50Gi")
+#: One episode per mapped pod: one decode thread per CPU (cameras decoded concurrently), the
+#: episode's videos on disk and its tables in RAM.
+PREPARE_EPISODE_CPUS = 4
+PREPARE_EPISODE_RESOURCES = Resources(
+    cpu=str(PREPARE_EPISODE_CPUS), mem="8Gi", ephemeral_storage="20Gi"
+)
+#: Publishing reads one shard's staged episodes at a time (256 MiB default target): the Arrow
+#: tables, the serialised Parquet bytes and the read-back copy validation checks.
+PUBLISH_RESOURCES = Resources(cpu="4", mem="8Gi", ephemeral_storage="20Gi")
 LIST_RESOURCES = Resources(cpu="1", mem="1Gi")
 TRAIN_REQUESTS = Resources(cpu="4", mem="16Gi", gpu="1", ephemeral_storage="20Gi")
 TRAIN_LIMITS = Resources(gpu="1")

@@ -6,6 +6,7 @@ content) -> `publish_dataset`; then `train_model` -> `evaluate_model`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ from autoe2e.data.schema import SCHEMA_VERSION
 from tasks.resources import (
     EVALUATE_RESOURCES,
     LIST_RESOURCES,
+    PREPARE_EPISODE_CPUS,
     PREPARE_EPISODE_RESOURCES,
     PUBLISH_RESOURCES,
     RETRIES,
@@ -51,17 +53,22 @@ class EpisodeList(NamedTuple):
     fingerprints: list[str]
     staging_uri: str
     inputs_sha256: str
+    #: The prepare config reduced to what decides one episode's tables (see
+    #: `staging.episode_config`), so changing workers or shard sizes keeps the cache warm.
+    episode_config: PrepareConfig
 
 
 @task(requests=LIST_RESOURCES, retries=RETRIES)
-def list_episodes(episodes_uri: str, out_uri: str) -> EpisodeList:
+def list_episodes(episodes_uri: str, out_uri: str, config: PrepareConfig) -> EpisodeList:
     """One listing of the raw root: episode URIs, a content fingerprint each, the staging place."""
+    config.validate()
     listing = staging.list_episodes(episodes_uri)
     return EpisodeList(
         episode_uris=listing.episode_uris,
         fingerprints=listing.fingerprints,
         staging_uri=storage.join_uri(out_uri, staging.STAGING_DIR),
         inputs_sha256=listing.inputs_sha256,
+        episode_config=staging.episode_config(config),
     )
 
 
@@ -81,8 +88,13 @@ PREPARE_EPISODE_CACHE = Cache(
 def prepare_episode(
     episode_uri: str, fingerprint: str, config: PrepareConfig, staging_uri: str
 ) -> str:
-    """Decode one episode to 10 Hz / 1 Hz sample tables (or quarantine it) under staging."""
-    return staging.stage_episode(episode_uri, fingerprint, config, staging_uri)
+    """Decode one episode to 10 Hz / 1 Hz sample tables (or quarantine it) under staging.
+
+    The pod decodes its cameras in as many threads as it requests CPUs; ``os.cpu_count()``
+    inside a container reports the node's cores, not the pod's share.
+    """
+    pod_config = dataclasses.replace(config, camera_threads=PREPARE_EPISODE_CPUS)
+    return staging.stage_episode(episode_uri, fingerprint, pod_config, staging_uri)
 
 
 @task(requests=PUBLISH_RESOURCES, retries=RETRIES)

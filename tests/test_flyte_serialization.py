@@ -97,7 +97,8 @@ def test_workflow_and_nightly_launch_plan_compile() -> None:
     bindings = {b.var: b.binding for b in mapped.inputs}
     assert bindings["episode_uri"].promise.var == "episode_uris"
     assert bindings["fingerprint"].promise.var == "fingerprints"
-    assert bindings["config"].promise.var == "prepare_config"  # the workflow input, bound once
+    # bound once, from list_episodes: the config reduced to what changes an episode's tables
+    assert bindings["config"].promise.var == "episode_config"
     assert bindings["staging_uri"].promise.var == "staging_uri"
     map_spec = next(
         spec
@@ -140,3 +141,42 @@ def test_pyflyte_package_builds_registrable_archive(tmp_path) -> None:
     assert any("autoe2e_nightly_retraining" in n for n in names), names
     assert any("train_model" in n for n in names), names
     assert any("map_prepare_episode" in n for n in names), names
+
+
+def test_prepare_episode_cache_key_ignores_execution_and_shard_settings(tmp_path) -> None:
+    """Flyte's cache key is the task's input literals: the per-episode config list_episodes
+    hands to the map task must not change with workers, threads or shard sizes, and must change
+    with anything that changes the tables."""
+    import dataclasses
+
+    from episode_factory import TINY_PREPARE, write_episode
+    from flytekit import FlyteContextManager
+    from flytekit.core.type_engine import TypeEngine
+
+    from autoe2e.config import PrepareConfig
+
+    write_episode(tmp_path / "episodes", "ep", duration_s=4.0)
+
+    def episode_literal(config: PrepareConfig):
+        listed = list_episodes(
+            episodes_uri=str(tmp_path / "episodes"), out_uri=str(tmp_path / "out"), config=config
+        )
+        return TypeEngine.to_literal(
+            FlyteContextManager.current_context(),
+            listed.episode_config,
+            PrepareConfig,
+            TypeEngine.to_literal_type(PrepareConfig),
+        )
+
+    base = episode_literal(TINY_PREPARE)
+    faster = dataclasses.replace(
+        TINY_PREPARE,
+        workers=7,
+        decode_threads=3,
+        camera_threads=2,
+        shard_target_bytes=8 << 20,
+        row_group_target_bytes=1 << 20,
+    )
+    assert episode_literal(faster) == base
+    assert episode_literal(dataclasses.replace(TINY_PREPARE, jpeg_quality=80)) != base
+    assert episode_literal(dataclasses.replace(TINY_PREPARE, pad_incomplete_windows=True)) != base

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch
 from episode_factory import TINY_PREPARE, write_episode
 
 from autoe2e import storage
@@ -303,3 +304,77 @@ def test_foreign_bytes_under_a_shard_key_are_refused(tmp_path: Path) -> None:
         prepare_dataset(str(root), str(tmp_path / "out"), CONFIG)
     assert foreign.read_bytes() == b"somebody else's object"
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_padding_keeps_edge_samples_with_masks(tmp_path: Path) -> None:
+    """With pad_incomplete_windows the 10 s episode keeps every tick that has its current views
+    and telemetry now and 0.1 s ahead; missing window steps are -1 ids with False masks, and the
+    loader turns them into zero images."""
+    root = tmp_path / "episodes"
+    write_episode(root, "ep", heading=0.0)
+    config = PrepareConfig(**{**CONFIG.__dict__, "pad_incomplete_windows": True})
+    result = prepare_dataset(str(root), str(tmp_path / "out"), config)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert result.num_samples == 100 and manifest["episodes"][0]["num_dropped"] == 0
+    assert manifest["parameters"]["pad_incomplete_windows"] is True
+    samples = pq.read_table(tmp_path / "out" / manifest["shards"][0]["path"])
+    frames = pq.read_table(tmp_path / "out" / manifest["shards"][0]["frames_path"])
+    assert frames.num_rows == 100 * 2  # every tick x camera, each stored once
+    rows = {k: i for i, k in enumerate(samples.column("grid_index").to_pylist())}
+
+    def cell(name: str, tick: int) -> np.ndarray:
+        return np.asarray(samples.column(name)[rows[tick]].as_py())
+
+    # Start: no history second, ego history is only the current step.
+    assert cell("history_valid", 0).tolist() == [False, True]
+    assert (cell("history_frame_ids", 0)[:2] == -1).all()
+    assert cell("ego_history_valid", 0).tolist() == [False] * 9 + [True]
+    # 9.9 s: future frames and all but the first trajectory step are past the recording.
+    assert cell("future_valid", 99).tolist() == [False, False]
+    assert (cell("future_frame_ids", 99) == -1).all()
+    assert cell("trajectory_valid", 99).tolist() == [True] + [False] * 19
+    assert (cell("future_trajectory", 99)[2:] == 0).all()
+    assert cell("future_trajectory", 99)[0] == pytest.approx(1.0, abs=1e-3)  # 10 m/s x 0.1 s
+    # 8 s: +1 s exists, +2 s (tick 100) does not; the trajectory ends exactly at 10 s.
+    assert cell("future_valid", 80).tolist() == [True, False]
+    assert cell("trajectory_valid", 80).all()
+    # In the middle nothing is padded.
+    for name in ("history_valid", "future_valid", "ego_history_valid", "trajectory_valid"):
+        assert cell(name, 50).all()
+
+    dataset = ShardDataset(str(tmp_path / "out" / "manifest.json"))
+    first = dataset[rows[0]]
+    assert first["history_valid"].tolist() == [False, True]
+    assert int(first["history_images"][0].sum()) == 0 and int(first["history_images"][1].sum()) > 0
+    assert first["ego_history_valid"].tolist() == [False] * 9 + [True]
+    assert torch.equal(first["history_images"][1], first["images"])  # offset 0 is the current view
+
+
+def test_padding_off_drops_and_counts_the_same_edges(tmp_path: Path) -> None:
+    root = tmp_path / "episodes"
+    write_episode(root, "ep", heading=0.0)
+    prepare_dataset(str(root), str(tmp_path / "out"), CONFIG)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    entry = manifest["episodes"][0]
+    assert entry["num_samples"] == 70 and entry["num_dropped"] == 30
+    assert entry["drop_reasons"] == {"frames_missing": 30}
+    samples = pq.read_table(tmp_path / "out" / manifest["shards"][0]["path"])
+    for name in ("history_valid", "future_valid", "ego_history_valid", "trajectory_valid"):
+        assert all(pc.list_flatten(samples.column(name)).to_pylist())
+
+
+def test_row_groups_follow_the_byte_target(tmp_path: Path) -> None:
+    """Row groups are sized in bytes (pyarrow only takes a row count): with a 64 KiB target
+    both files split into several groups, none far above the target."""
+    root = tmp_path / "episodes"
+    write_episode(root, "ep", duration_s=30.0)
+    target = 1 << 16
+    config = PrepareConfig(**{**CONFIG.__dict__, "row_group_target_bytes": target})
+    prepare_dataset(str(root), str(tmp_path / "out"), config)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    for key in ("path", "frames_path"):
+        meta = pq.read_metadata(tmp_path / "out" / manifest["shards"][0][key])
+        sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+        assert len(sizes) >= 2, (key, sizes)
+        assert max(sizes) <= 1.25 * target, (key, sizes)
+        assert sum(sizes[:-1]) / len(sizes[:-1]) >= 0.5 * target, (key, sizes)

@@ -18,10 +18,12 @@ from autoe2e.data.prepare import PrepareError, prepare_dataset
 CONFIG = TINY_PREPARE
 
 
-def _stage_all(root: Path, staging_root: Path) -> tuple[staging.EpisodeListing, list[str]]:
+def _stage_all(
+    root: Path, staging_root: Path, config: PrepareConfig = CONFIG
+) -> tuple[staging.EpisodeListing, list[str]]:
     listing = staging.list_episodes(str(root))
     staged = [
-        staging.stage_episode(uri, fingerprint, CONFIG, str(staging_root))
+        staging.stage_episode(uri, fingerprint, config, str(staging_root))
         for uri, fingerprint in zip(listing.episode_uris, listing.fingerprints, strict=True)
     ]
     return listing, staged
@@ -142,3 +144,67 @@ def test_missing_staged_result_fails_naming_it(tmp_path: Path) -> None:
     gone = tmp_path / "staging" / "ep_x-0123456789abcdef"
     with pytest.raises(PrepareError, match="ep_x-0123456789abcdef.*incomplete"):
         staging.publish_staged([str(gone)], str(tmp_path / "out"), CONFIG, inputs_sha256="0" * 64)
+
+
+def test_staging_key_ignores_execution_and_shard_layout() -> None:
+    faster = dataclasses.replace(
+        CONFIG, workers=5, decode_threads=2, camera_threads=3, shard_target_bytes=9 << 20
+    )
+    assert staging.staging_key("f", faster) == staging.staging_key("f", CONFIG)
+    different = dataclasses.replace(CONFIG, image_width=48)
+    assert staging.staging_key("f", different) != staging.staging_key("f", CONFIG)
+
+
+def test_publish_loads_one_shard_of_episodes_at_a_time(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staged episodes are read when their shard is written, not all up front: with a shard
+    target below two episodes' size, each shard is written before the next episode loads."""
+    listing, staged = _stage_all(root, tmp_path / "staging")
+    sizes = [i.nbytes for i in map(staging._read_staged, staged) if not isinstance(i, dict)]
+    # Any two episodes exceed the target, so every shard holds exactly one.
+    config = dataclasses.replace(CONFIG, shard_target_bytes=max(sizes) + 1)
+    assert min(sizes) * 2 > config.shard_target_bytes
+    events: list[str] = []
+    load = staging.StagedEpisode.load
+
+    def spy_load(self: staging.StagedEpisode):
+        events.append(f"load {self.episode_id}")
+        return load(self)
+
+    monkeypatch.setattr(staging.StagedEpisode, "load", spy_load)
+    real_write = staging.publish_outcomes.__globals__["_write_once"]
+
+    def spy_write(uri: str, data: bytes) -> None:
+        if uri.endswith(".samples.parquet"):
+            events.append("write " + Path(uri).name.split(".")[0])
+        real_write(uri, data)
+
+    monkeypatch.setitem(staging.publish_outcomes.__globals__, "_write_once", spy_write)
+    staging.publish_staged(
+        staged, str(tmp_path / "out"), config, inputs_sha256=listing.inputs_sha256
+    )
+    assert events == ["load ep_a", "write shard-00000", "load ep_b", "write shard-00001"]
+
+
+def test_prepare_staged_reuses_staging_and_skips_a_published_dataset(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listing = staging.list_episodes(str(root))
+    kwargs = dict(staging_uri=str(tmp_path / "staging"), episodes_uri=str(root))
+    first = staging.prepare_staged(listing, str(tmp_path / "out"), CONFIG, **kwargs)
+    direct = prepare_dataset(str(root), str(tmp_path / "direct"), CONFIG)
+    assert first.published and first.num_samples == direct.num_samples
+    assert _manifest(tmp_path / "out")["shards"] == _manifest(tmp_path / "direct")["shards"]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an unchanged re-run must not decode")
+
+    monkeypatch.setattr(staging, "_prepare_or_quarantine", no_decoding)
+    again = staging.prepare_staged(listing, str(tmp_path / "out"), CONFIG, **kwargs)
+    assert again.published is False and again.num_samples == first.num_samples
+    # A new output place (e.g. a shard-size change) republishes from the staged episodes alone.
+    bigger = dataclasses.replace(CONFIG, shard_target_bytes=64 << 20)
+    other = staging.prepare_staged(listing, str(tmp_path / "out2"), bigger, **kwargs)
+    assert other.published and other.num_samples == first.num_samples
+    assert len(_manifest(tmp_path / "out2")["shards"]) == 1

@@ -37,10 +37,12 @@ def autoe2e_pipeline(
     train_config: TrainConfig = TrainConfig(),
     eval_config: EvalConfig = EvalConfig(),
 ) -> PipelineSummary:
-    episodes = list_episodes(episodes_uri=episodes_uri, out_uri=out_uri)
+    episodes = list_episodes(episodes_uri=episodes_uri, out_uri=out_uri, config=prepare_config)
     # One mapped pod per episode; unchanged episodes are served from the task cache.
     staged = map_task(
-        functools.partial(prepare_episode, config=prepare_config, staging_uri=episodes.staging_uri),
+        functools.partial(
+            prepare_episode, config=episodes.episode_config, staging_uri=episodes.staging_uri
+        ),
         concurrency=PREPARE_CONCURRENCY,
         min_success_ratio=1.0,
     )(episode_uri=episodes.episode_uris, fingerprint=episodes.fingerprints)

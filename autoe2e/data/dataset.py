@@ -48,6 +48,7 @@ class _LoadedShard:
     future_ids: list[np.ndarray]
     future_valid: list[np.ndarray]
     ego_history: np.ndarray
+    ego_history_valid: np.ndarray
     future_trajectory: np.ndarray
     trajectory_valid: np.ndarray
     map_png: pa.BinaryArray
@@ -168,6 +169,7 @@ class ShardDataset(torch.utils.data.Dataset):
             ego_history=_fixed(
                 samples.column("ego_history"), (self._e, len(EGO_HISTORY_FEATURES)), np.float32
             ),
+            ego_history_valid=_fixed(samples.column("ego_history_valid"), (self._e,), bool),
             future_trajectory=_fixed(
                 samples.column("future_trajectory"), (self._t, len(TRAJECTORY_FEATURES)), np.float32
             ),
@@ -210,8 +212,8 @@ class ShardDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Keys: images [V,3,H,W], camera_index [V], history_images [H,V,3,H,W],
         history_valid [H], future_images [F,V,3,H,W], future_valid [F], map_raster [C,R,R],
-        map_valid (), ego_history [E,4], future_trajectory [T,2], trajectory_valid [T],
-        episode_id, timestamp_s."""
+        map_valid (), ego_history [E,4], ego_history_valid [E], future_trajectory [T,2],
+        trajectory_valid [T], episode_id, timestamp_s."""
         if i < 0:
             i += len(self)
         s, row = (int(v) for v in self._index[i])
@@ -240,6 +242,7 @@ class ShardDataset(torch.utils.data.Dataset):
             map_raster=torch.from_numpy(raster.astype(np.float32) / 255.0),
             map_valid=torch.tensor(float(shard.map_valid[row]), dtype=torch.float32),
             ego_history=torch.from_numpy(shard.ego_history[row].copy()),
+            ego_history_valid=torch.from_numpy(shard.ego_history_valid[row].copy()),
             future_trajectory=torch.from_numpy(shard.future_trajectory[row].copy()),
             trajectory_valid=torch.from_numpy(shard.trajectory_valid[row].copy()),
             episode_id=str(shard.episode_id[row]),

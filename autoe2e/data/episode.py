@@ -2,17 +2,21 @@
 
 This is the piece a Flyte ``map_task`` fans out: it reads one episode folder (local or S3),
 decodes each camera once onto the 10 Hz grid, interpolates telemetry, renders the map raster and
-keeps only samples whose whole windows are present. Frame ids in the returned tables are local
-to the episode (0..n-1); the shard writer re-bases them. Any contract violation raises
-`EpisodeContractError` so the caller can quarantine just this episode.
+keeps only samples whose whole windows are present (with
+`PrepareConfig.pad_incomplete_windows` it keeps incomplete windows and flags the missing steps
+in the *_valid masks instead). Frame ids in the returned tables are local to the episode
+(0..n-1); the shard writer re-bases them. Any contract violation raises `EpisodeContractError`
+so the caller can quarantine just this episode.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +68,10 @@ class EpisodeSamples:
     @property
     def nbytes(self) -> int:
         return self.frames.nbytes + self.samples.nbytes
+
+    def load(self) -> EpisodeSamples:
+        """Already in memory (`autoe2e.data.staging.StagedEpisode` loads from storage)."""
+        return self
 
 
 def jpeg_encoder(quality: int):
@@ -148,21 +156,22 @@ def _check_gaps(
 def _decode_cameras(
     folder: Path, meta: EpisodeMeta, cameras: list[str], config: PrepareConfig
 ) -> dict[str, GridFrames]:
+    """Decode every camera onto the grid, `config.camera_threads` cameras at a time."""
     tolerance = config.tolerance_s if config.tolerance_s is not None else 0.5 / meta.camera_fps
     encode = jpeg_encoder(config.jpeg_quality)
-    decoded: dict[str, GridFrames] = {}
-    for name in cameras:
-        path = folder / CAMERA_DIR / f"{name}.mp4"
-        if not path.is_file():
+    for name in cameras:  # name the first missing file before any decoding starts
+        if not (folder / CAMERA_DIR / f"{name}.mp4").is_file():
             raise EpisodeContractError(
                 meta.episode_id,
                 f"camera {name!r} is listed in {EPISODE_JSON} but {CAMERA_DIR}/{name}.mp4 is "
                 "missing",
                 "export that camera's MP4 or remove it from the cameras list",
             )
+
+    def decode(name: str) -> GridFrames:
         try:
-            decoded[name] = decode_on_grid(
-                path,
+            return decode_on_grid(
+                folder / CAMERA_DIR / f"{name}.mp4",
                 rate_hz=config.reactive_hz,
                 width=config.image_width,
                 height=config.image_height,
@@ -177,7 +186,13 @@ def _decode_cameras(
                 f"{CAMERA_DIR}/{name}.mp4 is unusable ({exc})",
                 "re-export a complete MP4 with a codec FFmpeg decodes (e.g. H.264)",
             ) from exc
-    return decoded
+
+    threads = min(len(cameras), config.camera_threads or os.cpu_count() or 1)
+    if threads <= 1:
+        return {name: decode(name) for name in cameras}
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
+        # map() yields in camera order, so the first unusable camera is the one reported.
+        return dict(zip(cameras, pool.map(decode, cameras), strict=True))
 
 
 def _check_telemetry_span(track: EgoTrack, decoded: dict[str, GridFrames], episode_id: str):
@@ -281,16 +296,25 @@ def _build_tables(
     kept: list[int] = []
     ego_steps = np.arange(-(config.ego_history_steps - 1), 1) / hz
     traj_steps = config.trajectory_dt_s * np.arange(1, config.trajectory_steps + 1)
+    window = [*hist_off, 0, *fut_off]
     for k in candidates:
-        ticks = [k + o for o in hist_off] + [k] + [k + o for o in fut_off]
-        if not all(tick in present for tick in ticks):
-            reasons["frames_missing"] += 1
-            continue
         t = k / hz
-        if not (track.covers(t + ego_steps).all() and track.covers(t + traj_steps).all()):
-            reasons["telemetry_window"] += 1
+        if config.pad_incomplete_windows:
+            # Only what the planner cannot do without: this tick's views, the ego state now
+            # and at least the first future step to learn from.
+            if k not in present:
+                reasons["current_frames_missing"] += 1
+            elif not track.covers(np.array([t, t + traj_steps[0]])).all():
+                reasons["telemetry_window"] += 1
+            else:
+                kept.append(k)
             continue
-        kept.append(k)
+        if not all(k + o in present for o in window):
+            reasons["frames_missing"] += 1
+        elif not (track.covers(t + ego_steps).all() and track.covers(t + traj_steps).all()):
+            reasons["telemetry_window"] += 1
+        else:
+            kept.append(k)
     if not kept:
         return EpisodeSamples(
             episode_id,
@@ -301,7 +325,9 @@ def _build_tables(
             dict(reasons),
         )
 
-    referenced = sorted({k + o for k in kept for o in [*hist_off, 0, *fut_off]})
+    # A window step is usable only when every camera has its frame; only frames of usable
+    # steps are stored.
+    referenced = sorted({k + o for k in kept for o in window if k + o in present})
     frame_ids: dict[tuple[str, int], int] = {}
     frame_rows: dict[str, list] = {f.name: [] for f in FRAME_SCHEMA}
     for tick in referenced:
@@ -321,15 +347,26 @@ def _build_tables(
     ks = np.asarray(kept, dtype=np.int64)
     times = ks / hz
 
-    def ids(offsets: list[int]) -> np.ndarray:
-        out = np.empty((n, len(offsets), len(cameras)), dtype=np.int64)
+    def ids(offsets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ids [n, len(offsets), V] (-1 for unusable steps) and step validity."""
+        out = np.full((n, len(offsets), len(cameras)), -1, dtype=np.int64)
+        valid = np.zeros((n, len(offsets)), dtype=bool)
         for i, k in enumerate(kept):
             for j, o in enumerate(offsets):
-                for v, cam in enumerate(cameras):
-                    out[i, j, v] = frame_ids[(cam, k + o)]
-        return out
+                if k + o in present:
+                    valid[i, j] = True
+                    out[i, j] = [frame_ids[(cam, k + o)] for cam in cameras]
+        return out, valid
 
-    ego = track.ego_history(times[:, None] + ego_steps[None, :]).astype(np.float32)
+    current_ids, _ = ids([0])
+    history_ids, history_valid = ids(hist_off)
+    future_ids, future_valid = ids(fut_off)
+    ego_times = times[:, None] + ego_steps[None, :]
+    traj_times = times[:, None] + traj_steps[None, :]
+    # Padded ego steps hold the nearest recorded state (np.interp clamps at the ends).
+    ego_valid = track.covers(ego_times)
+    trajectory_valid = track.covers(traj_times)
+    ego = track.ego_history(ego_times).astype(np.float32)
     traj = (
         np.stack(
             [
@@ -340,6 +377,7 @@ def _build_tables(
         if n
         else np.zeros((0, config.trajectory_steps, 2), np.float32)
     )
+    traj[~trajectory_valid] = 0.0
     px, py, pyaw = track.pose(times)
     pngs = [
         encode_png(
@@ -355,20 +393,15 @@ def _build_tables(
         "grid_index": pa.array(ks.astype(np.int32), pa.int32()),
         "timestamp_s": pa.array(times, pa.float64()),
         "cameras": pa.array([list(cameras)] * n, schema.field("cameras").type),
-        "current_frame_ids": _fixed_list(ids([0]), schema.field("current_frame_ids").type),
-        "history_frame_ids": _fixed_list(ids(hist_off), schema.field("history_frame_ids").type),
-        "history_valid": _fixed_list(
-            np.ones((n, len(hist_off)), bool), schema.field("history_valid").type
-        ),
-        "future_frame_ids": _fixed_list(ids(fut_off), schema.field("future_frame_ids").type),
-        "future_valid": _fixed_list(
-            np.ones((n, len(fut_off)), bool), schema.field("future_valid").type
-        ),
+        "current_frame_ids": _fixed_list(current_ids, schema.field("current_frame_ids").type),
+        "history_frame_ids": _fixed_list(history_ids, schema.field("history_frame_ids").type),
+        "history_valid": _fixed_list(history_valid, schema.field("history_valid").type),
+        "future_frame_ids": _fixed_list(future_ids, schema.field("future_frame_ids").type),
+        "future_valid": _fixed_list(future_valid, schema.field("future_valid").type),
         "ego_history": _fixed_list(ego, schema.field("ego_history").type),
+        "ego_history_valid": _fixed_list(ego_valid, schema.field("ego_history_valid").type),
         "future_trajectory": _fixed_list(traj, schema.field("future_trajectory").type),
-        "trajectory_valid": _fixed_list(
-            np.ones((n, config.trajectory_steps), bool), schema.field("trajectory_valid").type
-        ),
+        "trajectory_valid": _fixed_list(trajectory_valid, schema.field("trajectory_valid").type),
         "map_raster_png": pa.array(pngs, pa.binary()),
         "map_valid": pa.array([polylines is not None] * n, pa.bool_()),
     }

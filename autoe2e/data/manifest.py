@@ -22,7 +22,7 @@ MANIFEST_FILE = "manifest.json"
 #: Fields that decide whether an existing manifest already describes this run.
 #: PrepareConfig fields that change how fast prepare runs, never what it writes; they stay out of
 #: the manifest's identity so a re-run with more workers is still recognised as the same dataset.
-EXECUTION_ONLY_FIELDS = frozenset({"workers", "decode_threads"})
+EXECUTION_ONLY_FIELDS = frozenset({"workers", "decode_threads", "camera_threads"})
 
 
 def output_parameters(config: PrepareConfig) -> dict[str, Any]:

@@ -10,12 +10,16 @@ write the manifest last with a create-only put so readers never see a half-publi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import os
 import time
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from autoe2e import storage
 from autoe2e.config import PrepareConfig
@@ -67,6 +71,14 @@ def discover_episodes(episodes_uri: str) -> list[str]:
     return [storage.join_uri(episodes_uri, name) for name in names]
 
 
+def with_camera_threads(config: PrepareConfig, cores_per_episode: int) -> PrepareConfig:
+    """``config`` with ``camera_threads`` resolved when it is 0 (automatic): the cores each
+    concurrently prepared episode gets, so processes x threads never oversubscribe the CPU."""
+    if config.camera_threads:
+        return config
+    return dataclasses.replace(config, camera_threads=max(1, cores_per_episode))
+
+
 def _prepare_or_quarantine(uri: str, config: PrepareConfig) -> EpisodeSamples | dict[str, str]:
     try:
         return prepare_episode(uri, config)
@@ -108,8 +120,10 @@ def prepare_dataset(
     if existing is not None:
         return _unchanged(manifest_uri, existing, started)
 
-    if max_workers > 1:
-        with ProcessPoolExecutor(max_workers=max_workers) as pool:
+    workers = max(1, min(max_workers, len(episode_uris)))
+    config = with_camera_threads(config, (os.cpu_count() or 1) // workers)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
             outcomes = list(
                 pool.map(_prepare_or_quarantine, episode_uris, [config] * len(episode_uris))
             )
@@ -143,8 +157,29 @@ def _write_once(uri: str, data: bytes) -> None:
     logger.info("%s already holds this shard (left by an interrupted run); kept", uri)
 
 
+class PublishableEpisode(Protocol):
+    """What `publish` needs of an episode: its bookkeeping up front, its tables only when its
+    shard is written (`EpisodeSamples` is one already in memory; a staged episode loads them
+    from storage, so publishing holds one shard's episodes at a time)."""
+
+    episode_id: str
+    cameras: list[str]
+    drop_reasons: dict[str, int]
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+    @property
+    def num_dropped(self) -> int: ...
+
+    def load(self) -> EpisodeSamples: ...
+
+
 def publish_outcomes(
-    outcomes: list[EpisodeSamples | dict[str, str]],
+    outcomes: Sequence[PublishableEpisode | dict[str, str]],
     out_uri: str,
     config: PrepareConfig,
     *,
@@ -153,7 +188,7 @@ def publish_outcomes(
 ) -> PrepareResult:
     """Publish per-episode outcomes: samples are exported, quarantine records are listed."""
     return publish(
-        [o for o in outcomes if isinstance(o, EpisodeSamples)],
+        [o for o in outcomes if not isinstance(o, dict)],
         [o for o in outcomes if isinstance(o, dict)],
         out_uri,
         config,
@@ -199,7 +234,7 @@ def _unchanged(manifest_uri: str, manifest: dict[str, Any], started: float) -> P
     )
 
 
-def _camera_vocabulary(config: PrepareConfig, prepared: list[EpisodeSamples]) -> list[str]:
+def _camera_vocabulary(config: PrepareConfig, prepared: Sequence[PublishableEpisode]) -> list[str]:
     if config.cameras:
         return list(config.cameras)
     vocabulary: list[str] = []
@@ -209,7 +244,7 @@ def _camera_vocabulary(config: PrepareConfig, prepared: list[EpisodeSamples]) ->
 
 
 def publish(
-    prepared: list[EpisodeSamples],
+    prepared: Sequence[PublishableEpisode],
     quarantined: list[dict[str, str]],
     out_uri: str,
     config: PrepareConfig,
@@ -224,7 +259,7 @@ def publish(
         raise PrepareError(f"every episode was quarantined, nothing to publish:\n  {reasons}")
     prepared = sorted(prepared, key=lambda e: e.episode_id)
     ids = [e.episode_id for e in prepared]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
     if duplicates:
         raise PrepareError(
             f"episode ids {duplicates} appear in more than one folder; make episode_id unique"
@@ -232,7 +267,8 @@ def publish(
     dims = mf.dims(config)
     shards: list[dict[str, Any]] = []
     for index, group in enumerate(plan_shards(prepared, config.shard_target_bytes)):
-        shard = serialise(index, group, config.row_group_target_bytes)
+        # Only this shard's episodes are in memory (staged ones are read here, then dropped).
+        shard = serialise(index, [e.load() for e in group], config.row_group_target_bytes)
         # Validate exactly what will be published: the bytes, read back.
         validate_shard(
             read_parquet_bytes(shard.frames_bytes),

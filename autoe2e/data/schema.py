@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 #: Ego-history feature order (per step); the model scales speed by 1/33 and accel by 1/8.
 EGO_HISTORY_FEATURES: tuple[str, ...] = ("speed_mps", "accel_mps2", "yaw_rate_rps", "curvature_1pm")
@@ -59,7 +59,9 @@ SAMPLE_FIELDS: tuple[FieldSpec, ...] = (
         ("H", "V"),
         "1 Hz world-model history frames (offsets history_offsets_s), time-major",
     ),
-    FieldSpec("history_valid", pa.list_(pa.bool_()), ("H",), "history step present"),
+    FieldSpec(
+        "history_valid", pa.list_(pa.bool_()), ("H",), "history step present (ids -1 when not)"
+    ),
     FieldSpec(
         "future_frame_ids",
         pa.list_(pa.int64()),
@@ -74,12 +76,23 @@ SAMPLE_FIELDS: tuple[FieldSpec, ...] = (
         "10 Hz ego state up to and including the sample time, oldest first",
     ),
     FieldSpec(
+        "ego_history_valid",
+        pa.list_(pa.bool_()),
+        ("E",),
+        "ego step inside the telemetry (padded steps hold the nearest recorded state)",
+    ),
+    FieldSpec(
         "future_trajectory",
         pa.list_(pa.float32()),
         ("T", len(TRAJECTORY_FEATURES)),
         "future (x, y) in the ego frame at the sample time (x forward, y left), metres",
     ),
-    FieldSpec("trajectory_valid", pa.list_(pa.bool_()), ("T",), "trajectory step present"),
+    FieldSpec(
+        "trajectory_valid",
+        pa.list_(pa.bool_()),
+        ("T",),
+        "trajectory step inside the telemetry (invalid steps are (0, 0))",
+    ),
     FieldSpec(
         "map_raster_png",
         pa.binary(),

@@ -9,7 +9,9 @@ row-group limit, so the row count per group is derived from the average row size
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +20,14 @@ import pyarrow.parquet as pq
 
 from autoe2e.data.episode import EpisodeSamples
 from autoe2e.data.schema import FRAME_FIELDS, SAMPLE_FIELDS, FieldSpec, uncompressed_columns
+
+
+class _Sized(Protocol):
+    @property
+    def nbytes(self) -> int: ...
+
+
+E = TypeVar("E", bound=_Sized)
 
 FRAME_ID_COLUMNS = ("current_frame_ids", "history_frame_ids", "future_frame_ids")
 
@@ -50,10 +60,11 @@ def shard_keys(index: int) -> tuple[str, str]:
     return f"{stem}.samples.parquet", f"{stem}.frames.parquet"
 
 
-def plan_shards(episodes: list[EpisodeSamples], target_bytes: int) -> list[list[EpisodeSamples]]:
-    """Greedy grouping in the given order; a shard closes before it would exceed the target."""
-    groups: list[list[EpisodeSamples]] = []
-    current: list[EpisodeSamples] = []
+def plan_shards(episodes: Sequence[E], target_bytes: int) -> list[list[E]]:
+    """Greedy grouping by ``nbytes`` in the given order; a shard closes before it would exceed
+    the target. Only sizes are read, so episodes may still be on storage."""
+    groups: list[list[E]] = []
+    current: list[E] = []
     size = 0
     for episode in episodes:
         if current and size + episode.nbytes > target_bytes:

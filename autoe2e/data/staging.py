@@ -11,10 +11,13 @@ dataset (same shards, same manifest identity) from the same inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -33,6 +36,7 @@ from autoe2e.data.prepare import (
     _unchanged,
     discover_episodes,
     publish_outcomes,
+    with_camera_threads,
 )
 from autoe2e.data.schema import FRAME_SCHEMA, SAMPLE_SCHEMA, SCHEMA_VERSION
 from autoe2e.data.shards import read_parquet_bytes
@@ -43,7 +47,10 @@ __all__ = [
     "STAGING_DIR",
     "STAGING_FORMAT",
     "EpisodeListing",
+    "StagedEpisode",
+    "episode_config",
     "list_episodes",
+    "prepare_staged",
     "publish_staged",
     "stage_episode",
     "staging_key",
@@ -52,7 +59,7 @@ __all__ = [
 #: Folder next to the published dataset that holds the per-episode results.
 STAGING_DIR = "dataset-staging"
 #: Bump when the layout of a staged episode changes (old staged results are then ignored).
-STAGING_FORMAT = "1"
+STAGING_FORMAT = "2"
 FRAMES_FILE = "frames.parquet"
 SAMPLES_FILE = "samples.parquet"
 #: Written last: its presence marks a complete staged episode (an interrupted stage is redone).
@@ -97,6 +104,23 @@ def list_episodes(episodes_uri: str) -> EpisodeListing:
     return EpisodeListing(episode_uris, fingerprints, mf.inputs_fingerprint(files))
 
 
+#: PrepareConfig fields that cannot change one staged episode: how fast it runs, and how
+#: episodes are grouped into shards later.
+NOT_PER_EPISODE_FIELDS = mf.EXECUTION_ONLY_FIELDS | {"shard_target_bytes", "row_group_target_bytes"}
+
+
+def episode_config(config: PrepareConfig) -> PrepareConfig:
+    """``config`` with every field in `NOT_PER_EPISODE_FIELDS` reset to its default.
+
+    An orchestrator passes this to the cached per-episode task, whose cache key is built from
+    its inputs: a nightly run with more workers or bigger shards then still hits the cache.
+    """
+    defaults = PrepareConfig()
+    return dataclasses.replace(
+        config, **{name: getattr(defaults, name) for name in NOT_PER_EPISODE_FIELDS}
+    )
+
+
 def staging_key(fingerprint: str, config: PrepareConfig) -> str:
     """sha256 of everything that decides a staged episode's content."""
     identity = {
@@ -104,7 +128,7 @@ def staging_key(fingerprint: str, config: PrepareConfig) -> str:
         "contract_version": CONTRACT_VERSION,
         "schema_version": SCHEMA_VERSION,
         "staging_format": STAGING_FORMAT,
-        "parameters": mf.output_parameters(config),
+        "parameters": mf.output_parameters(episode_config(config)),
     }
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -145,8 +169,12 @@ def stage_episode(
         "fingerprint": fingerprint,
         "episode_id": outcome.episode_id,
         "cameras": outcome.cameras,
+        "num_samples": outcome.num_samples,
         "num_candidates": outcome.num_candidates,
         "drop_reasons": outcome.drop_reasons,
+        # In-memory size as prepared, so shards are planned exactly like `prepare_dataset`
+        # plans them without reading the tables back.
+        "nbytes": outcome.nbytes,
         "seconds": outcome.seconds,
     }
     storage.write_bytes(storage.join_uri(folder, DONE_FILE), json.dumps(meta).encode())
@@ -160,7 +188,43 @@ def _read_table(uri: str, schema: pa.Schema) -> pa.Table:
     return read_parquet_bytes(storage.read_bytes(uri)).cast(schema)
 
 
-def _read_staged(folder: str) -> EpisodeSamples | dict[str, str]:
+@dataclass
+class StagedEpisode:
+    """A staged episode's bookkeeping; its tables are read only by `load` (when its shard is
+    written), so publishing never holds more than one shard's episodes in memory."""
+
+    folder: str
+    episode_id: str
+    cameras: list[str]
+    num_samples: int
+    num_candidates: int
+    drop_reasons: dict[str, int]
+    nbytes: int
+    seconds: float
+
+    @property
+    def num_dropped(self) -> int:
+        return self.num_candidates - self.num_samples
+
+    def load(self) -> EpisodeSamples:
+        samples = EpisodeSamples(
+            episode_id=self.episode_id,
+            cameras=list(self.cameras),
+            frames=_read_table(storage.join_uri(self.folder, FRAMES_FILE), FRAME_SCHEMA),
+            samples=_read_table(storage.join_uri(self.folder, SAMPLES_FILE), SAMPLE_SCHEMA),
+            num_candidates=self.num_candidates,
+            drop_reasons=dict(self.drop_reasons),
+            seconds=self.seconds,
+        )
+        if samples.num_samples != self.num_samples:
+            raise PrepareError(
+                f"staged episode {self.folder} holds {samples.num_samples} samples but its "
+                f"{DONE_FILE} records {self.num_samples}; delete the folder and re-run"
+            )
+        return samples
+
+
+def _read_staged(folder: str) -> StagedEpisode | dict[str, str]:
     quarantine_uri = storage.join_uri(folder, QUARANTINE_FILE)
     if storage.exists(quarantine_uri):
         return json.loads(storage.read_bytes(quarantine_uri))
@@ -171,13 +235,14 @@ def _read_staged(folder: str) -> EpisodeSamples | dict[str, str]:
             "deleted after the orchestrator cached it: re-run with the cache overwritten"
         )
     meta = json.loads(storage.read_bytes(done_uri))
-    return EpisodeSamples(
+    return StagedEpisode(
+        folder=folder,
         episode_id=meta["episode_id"],
         cameras=list(meta["cameras"]),
-        frames=_read_table(storage.join_uri(folder, FRAMES_FILE), FRAME_SCHEMA),
-        samples=_read_table(storage.join_uri(folder, SAMPLES_FILE), SAMPLE_SCHEMA),
+        num_samples=int(meta["num_samples"]),
         num_candidates=int(meta["num_candidates"]),
         drop_reasons=dict(meta["drop_reasons"]),
+        nbytes=int(meta["nbytes"]),
         seconds=float(meta["seconds"]),
     )
 
@@ -217,4 +282,43 @@ def publish_staged(
         result.num_episodes,
         len(result.quarantined),
     )
+    return result
+
+
+def prepare_staged(
+    listing: EpisodeListing,
+    out_uri: str,
+    config: PrepareConfig,
+    *,
+    staging_uri: str,
+    episodes_uri: str,
+    max_workers: int = 1,
+) -> PrepareResult:
+    """The orchestrator's path in one process: stage every episode (``max_workers`` processes),
+    then publish. Memory holds one shard's episodes at a time, and a re-run with new episodes
+    decodes only those; an unchanged re-run returns before staging anything."""
+    started = time.perf_counter()
+    config.validate()
+    try:
+        storage.check_writable(out_uri)
+    except storage.StorageError as exc:
+        raise PrepareError(str(exc)) from exc
+    existing = _existing_manifest(
+        storage.join_uri(out_uri, mf.MANIFEST_FILE), config, listing.inputs_sha256
+    )
+    if existing is not None:
+        return _unchanged(storage.join_uri(out_uri, mf.MANIFEST_FILE), existing, started)
+    count = len(listing.episode_uris)
+    workers = max(1, min(max_workers, count))
+    run_config = with_camera_threads(config, (os.cpu_count() or 1) // workers)
+    args = (listing.episode_uris, listing.fingerprints, [run_config] * count, [staging_uri] * count)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            folders = list(pool.map(stage_episode, *args))
+    else:
+        folders = list(map(stage_episode, *args))
+    result = publish_staged(
+        folders, out_uri, config, inputs_sha256=listing.inputs_sha256, episodes_uri=episodes_uri
+    )
+    result.seconds = time.perf_counter() - started
     return result

@@ -98,6 +98,46 @@ def _reference_failures(frames: pa.Table, samples: pa.Table) -> list[str]:
             failures.append(
                 f"samples.{name}: {unknown.size} ids not in frames (e.g. {unknown[:5]})"
             )
+    failures += _mask_failures(samples)
+    return failures
+
+
+def _step_ids_agree(ids: pa.ChunkedArray, valid: pa.ChunkedArray) -> int:
+    """Number of window steps whose frame ids disagree with their valid flag. The camera count
+    V may differ between episodes of one shard, so rows are grouped by list length."""
+    steps = len(valid[0]) if len(valid) else 0
+    valid_np = np.asarray(pc.list_flatten(valid).to_numpy(zero_copy_only=False)).reshape(-1, steps)
+    lengths = np.asarray(pc.list_value_length(ids).to_numpy())
+    ids = ids.combine_chunks()
+    bad = 0
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        chosen = pc.list_flatten(ids.take(pa.array(rows))).to_numpy()
+        step_ids = np.asarray(chosen).reshape(len(rows), steps, -1)
+        agree = np.where(valid_np[rows], (step_ids >= 0).all(axis=-1), (step_ids < 0).all(axis=-1))
+        bad += int((~agree).sum())
+    return bad
+
+
+def _mask_failures(samples: pa.Table) -> list[str]:
+    """Ids and masks agree: current frames always exist; a window step is valid exactly when
+    all its frame ids are >= 0, and an invalid step references no frame."""
+    if samples.num_rows == 0:
+        return []
+    failures = []
+    current = np.asarray(pc.list_flatten(samples.column("current_frame_ids")).to_numpy())
+    if (current < 0).any():
+        failures.append(f"samples.current_frame_ids: {(current < 0).sum()} missing (-1) ids")
+    for ids_name, valid_name in (
+        ("history_frame_ids", "history_valid"),
+        ("future_frame_ids", "future_valid"),
+    ):
+        bad = _step_ids_agree(samples.column(ids_name), samples.column(valid_name))
+        if bad:
+            failures.append(
+                f"samples.{ids_name}: {bad} steps disagree with {valid_name} "
+                "(valid steps need every frame id, invalid steps must hold -1)"
+            )
     return failures
 
 
