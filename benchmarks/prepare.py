@@ -5,13 +5,18 @@
 (a) throughput ratio: `prepare` (decode + grid selection + resize/JPEG of kept frames +
     telemetry + map rasters + shards + validation) vs a pure PyAV decode of every frame of the
     same files with no conversion, both single-process with the same decoder thread setting;
-    the pair is timed per episode in alternation so machine load hits both alike.
+    the pair is timed per episode in alternation, best of --repeats, so machine load hits both
+    alike.
     Target >= 0.7.
 (b) storage ratio: bytes stored per sample (frames once per shard + sample rows) vs bytes per
     sample if every sample embedded its own frames ((1 current + H history + F future) x V
     JPEGs, at the measured mean JPEG size, plus the same numeric columns). Target <= 0.35.
 (c) scaling: episodes per minute for 1, 2 and 4 episodes with one worker process per episode
     up to the core count.
+(d) one episode's cameras decoded in as many threads as there are cores (what a Flyte
+    `prepare_episode` pod does with its CPUs) vs one thread: wall-clock speedup.
+
+(a)-(c) use `camera_threads=1`, so prepare runs on exactly the threads the pure decode gets.
 
 Without --episodes-dir it first generates 4 synthetic episodes in a temp folder: 4 cameras at
 1280x720, 30 FPS, 20 s each (about 100 s on 2 cores), the scale of real recordings (nuScenes
@@ -24,6 +29,7 @@ charged to either side. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -61,20 +67,28 @@ def _prepare_seconds(episodes: list[Path], out: Path, config: PrepareConfig, wor
     return time.perf_counter() - start
 
 
-def throughput_ratio(episodes: list[Path], work: Path, config: PrepareConfig) -> None:
+def throughput_ratio(episodes: list[Path], work: Path, config: PrepareConfig, repeats: int) -> None:
     _pure_decode_seconds(episodes[0], config.decode_threads)  # warm-up, untimed
     _prepare_seconds([episodes[0]], work / "warmup", config, workers=1)
     decode_s = prepare_s = 0.0
     frames = 0
     for i, episode in enumerate(episodes):
-        seconds, n = _pure_decode_seconds(episode, config.decode_threads)
-        decode_s += seconds
+        # Best of `repeats`, alternating the two sides: a transient load spike on this shared
+        # machine then inflates neither side's figure.
+        decode_best = prepare_best = float("inf")
+        for r in range(repeats):
+            seconds, n = _pure_decode_seconds(episode, config.decode_threads)
+            decode_best = min(decode_best, seconds)
+            prepare_best = min(
+                prepare_best, _prepare_seconds([episode], work / f"a{i}-{r}", config, workers=1)
+            )
+        decode_s += decode_best
+        prepare_s += prepare_best
         frames += n
-        prepare_s += _prepare_seconds([episode], work / f"a{i}", config, workers=1)
     print(
         f"(a) pure decode: {frames / decode_s:.0f} frames/s; prepare: {frames / prepare_s:.0f} "
         f"source frames/s; prepare / decode throughput = {decode_s / prepare_s:.2f} "
-        "(target >= 0.7)"
+        f"(target >= 0.7; best of {repeats} per episode)"
     )
 
 
@@ -110,6 +124,19 @@ def scaling(episodes: list[Path], work: Path, config: PrepareConfig) -> None:
         )
 
 
+def camera_threads_speedup(episode: Path, work: Path, config: PrepareConfig) -> None:
+    cores = os.cpu_count() or 1
+    timings = {}
+    for threads in (1, cores, 1, cores):  # alternate so drifting load hits both alike
+        run = dataclasses.replace(config, camera_threads=threads)
+        seconds = _prepare_seconds([episode], work / f"d{len(timings)}-{threads}", run, 1)
+        timings[threads] = min(seconds, timings.get(threads, seconds))
+    print(
+        f"(d) one episode, cameras in {cores} threads: {timings[cores]:.2f} s vs 1 thread: "
+        f"{timings[1]:.2f} s, speedup {timings[1] / timings[cores]:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,8 +145,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280, help="generated video width")
     parser.add_argument("--height", type=int, default=720, help="generated video height")
     parser.add_argument("--duration-s", type=float, default=20.0, help="generated episode length")
+    parser.add_argument("--repeats", type=int, default=3, help="(a): best of N per episode")
     args = parser.parse_args()
-    config = PrepareConfig()
+    config = PrepareConfig(camera_threads=1)
     work = Path(tempfile.mkdtemp(prefix="autoe2e-bench-"))
     try:
         if args.episodes_dir is None:
@@ -140,9 +168,10 @@ def main() -> None:
             f"{len(episodes)} episodes from {args.episodes_dir}, {os.cpu_count()} cores, "
             f"decoder threads={config.decode_threads or 'FFmpeg default'}"
         )
-        throughput_ratio(episodes, work, config)
-        storage_ratio(work / "a0" / "dataset" / "manifest.json")
+        throughput_ratio(episodes, work, config, args.repeats)
+        storage_ratio(work / "a0-0" / "dataset" / "manifest.json")
         scaling(episodes, work, config)
+        camera_threads_speedup(episodes[0], work, config)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -349,6 +349,35 @@ def test_padding_keeps_edge_samples_with_masks(tmp_path: Path) -> None:
     assert first["ego_history_valid"].tolist() == [False] * 9 + [True]
     assert torch.equal(first["history_images"][1], first["images"])  # offset 0 is the current view
 
+    # The model and both losses take padded samples: finite, and the masked steps count for
+    # nothing (changing the target there changes no loss).
+    from tiny_configs import tiny_model_config
+    from torch.utils.data import DataLoader, Subset
+
+    from autoe2e.model import AutoE2E
+    from autoe2e.training.losses import jepa_l1, trajectory_l1
+
+    cfg = tiny_model_config(
+        image_height=24,
+        image_width=32,
+        map_raster_size=32,
+        ego_history_steps=10,
+        trajectory_steps=20,
+        history_len=2,
+        future_steps=2,
+    )
+    model = AutoE2E(cfg).eval()
+    batch = next(iter(DataLoader(Subset(dataset, [rows[0], rows[80], rows[99]]), batch_size=3)))
+    with torch.no_grad():
+        out = model(batch)
+        targets = model.jepa_targets(batch["future_images"])
+    traj = trajectory_l1(out.trajectory, batch["future_trajectory"], batch["trajectory_valid"])
+    jepa = jepa_l1(out.jepa_prediction, targets, batch["future_valid"])
+    assert torch.isfinite(traj) and torch.isfinite(jepa)
+    moved = batch["future_trajectory"].clone()
+    moved[~batch["trajectory_valid"]] = 1e3
+    assert torch.equal(trajectory_l1(out.trajectory, moved, batch["trajectory_valid"]), traj)
+
 
 def test_padding_off_drops_and_counts_the_same_edges(tmp_path: Path) -> None:
     root = tmp_path / "episodes"
@@ -378,3 +407,24 @@ def test_row_groups_follow_the_byte_target(tmp_path: Path) -> None:
         assert len(sizes) >= 2, (key, sizes)
         assert max(sizes) <= 1.25 * target, (key, sizes)
         assert sum(sizes[:-1]) / len(sizes[:-1]) >= 0.5 * target, (key, sizes)
+
+
+def test_only_usable_ticks_are_converted_and_they_cover_every_stored_frame(tmp_path: Path) -> None:
+    from autoe2e.data.episode import usable_ticks
+    from autoe2e.data.telemetry import EgoTrack
+
+    root = tmp_path / "episodes"
+    write_episode(root, "ep", duration_s=12.0)
+    track = EgoTrack.from_table(pq.read_table(root / "ep" / "ego.parquet"))
+    # 2.9 s of ego history and 3 s of trajectory: the first and last seconds serve no sample.
+    base = PrepareConfig(**{**CONFIG.__dict__, "ego_history_steps": 30, "trajectory_steps": 30})
+    for pad in (False, True):
+        config = PrepareConfig(**{**base.__dict__, "pad_incomplete_windows": pad})
+        out = tmp_path / f"out-{pad}"
+        prepare_dataset(str(root), str(out), config)
+        manifest = json.loads((out / "manifest.json").read_text())
+        ticks = pq.read_table(out / manifest["shards"][0]["frames_path"]).column("grid_index")
+        lo, hi = usable_ticks(track, config)
+        assert lo <= min(ticks.to_pylist()) and max(ticks.to_pylist()) <= hi
+        if not pad:
+            assert (lo, hi) == (18, 111)  # ticks 0..17 and 112..119 are matched, not converted

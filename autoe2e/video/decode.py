@@ -61,12 +61,16 @@ def decode_on_grid(
     tolerance_s: float | None = None,
     encode: Callable[[np.ndarray], Any] | None = None,
     threads: int = 0,
+    convert_ticks: tuple[int, int] | None = None,
 ) -> GridFrames:
     """Decode ``path`` once, keep the frame nearest to each tick k / rate_hz within tolerance.
 
     ``tolerance_s`` defaults to half the stream's nominal frame period. Only chosen frames are
     converted (to rgb24 at width x height, resized inside libswscale) and passed to
     ``encode`` (e.g. a JPEG encoder) so memory stays bounded by the encoded size.
+    ``convert_ticks`` = (lo, hi) limits conversion to ticks lo..hi: ticks outside are still
+    matched (so gaps are found) but carry payload None, for callers that know no sample can
+    use them.
     Raises `VideoDecodeError` for a missing, truncated or corrupt file.
     """
     name = str(path)
@@ -105,6 +109,7 @@ def decode_on_grid(
                 width,
                 height,
                 encode,
+                convert_ticks,
             )
     except av.error.FileNotFoundError as exc:
         raise VideoDecodeError(f"{name}: file does not exist") from exc
@@ -150,6 +155,7 @@ def _select(
     width: int,
     height: int,
     encode: Callable[[np.ndarray], Any],
+    convert_ticks: tuple[int, int] | None = None,
 ) -> None:
     """Streaming nearest-frame selection with a one-frame look-back.
 
@@ -176,8 +182,10 @@ def _select(
             entry[2] = encode(rgb_array(rgb))
         return entry[2]
 
+    lo, hi = convert_ticks if convert_ticks is not None else (-math.inf, math.inf)
+
     def assign(k: int, entry: list[Any]) -> None:
-        result.frames[k] = (entry[0], payload(entry))
+        result.frames[k] = (entry[0], payload(entry) if lo <= k <= hi else None)
 
     for frame in frames:
         if frame.pts is None:
