@@ -257,6 +257,12 @@ def make_parser() -> argparse.ArgumentParser:
         prog="autoe2e", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--s3-endpoint-url",
+        default="",
+        help="S3-compatible endpoint (MinIO, Ceph, ...) for every s3:// URI; same as setting "
+        "AWS_ENDPOINT_URL. Credentials and region come from the usual AWS environment/config",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="write synthetic episodes (raw-episode contract)")
@@ -321,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.s3_endpoint_url:
+        # Through the environment so worker processes and boto3 itself see it too.
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint_url
     try:
         args.func(args)
     except ConfigError as exc:

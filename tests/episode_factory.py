@@ -69,19 +69,26 @@ def write_video(
     colour: tuple[int, int, int],
     width: int = 64,
     height: int = 48,
+    codec: str = "libx264",
+    options: dict[str, str] | None = None,
+    time_base: Fraction = TIME_BASE,
 ) -> Path:
-    """H.264 MP4 whose frame k has pts = times_s[k] (90 kHz time base) and a solid colour.
+    """MP4 (H.264 unless ``codec`` says otherwise) whose frame k has pts = times_s[k] (90 kHz
+    time base) and a solid colour.
 
     A small bright square moves with time so consecutive frames differ like real video.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
+        stream = container.add_stream(codec, rate=30)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.time_base = TIME_BASE
-        stream.codec_context.time_base = TIME_BASE
-        stream.options = {"preset": "ultrafast", "crf": "18"}
+        stream.time_base = time_base
+        stream.codec_context.time_base = time_base
+        if options is not None:
+            stream.options = options
+        elif codec == "libx264":
+            stream.options = {"preset": "ultrafast", "crf": "18"}
         base = np.empty((height, width, 3), dtype=np.uint8)
         base[:] = colour
         for i, t in enumerate(times_s):
@@ -89,8 +96,8 @@ def write_video(
             x = (i * 2) % max(1, width - 8)
             image[2:8, x : x + 6] = 255
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = int(round(float(t) / TIME_BASE))
-            frame.time_base = TIME_BASE
+            frame.pts = int(round(float(t) / time_base))
+            frame.time_base = time_base
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

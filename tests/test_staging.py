@@ -208,3 +208,36 @@ def test_prepare_staged_reuses_staging_and_skips_a_published_dataset(
     other = staging.prepare_staged(listing, str(tmp_path / "out2"), bigger, **kwargs)
     assert other.published and other.num_samples == first.num_samples
     assert len(_manifest(tmp_path / "out2")["shards"]) == 1
+
+
+def test_cli_staged_prepare_on_s3_with_an_explicit_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`autoe2e --s3-endpoint-url URL prepare s3://... --staging-uri s3://...` against a real
+    S3-protocol server on 127.0.0.1, with the endpoint given only on the command line."""
+    import os
+
+    from episode_factory import moto_s3, upload_tree
+
+    from autoe2e.cli import main
+
+    local = tmp_path / "episodes"
+    write_episode(local, "ep_a", duration_s=5.0)
+    write_episode(local, "ep_b", duration_s=5.0, path_kind="circle", radius=12.0)
+    config_file = tmp_path / "prepare.json"
+    config_file.write_text(json.dumps({**dataclasses.asdict(CONFIG), "workers": 2}))
+    with moto_s3(monkeypatch) as bucket:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        upload_tree(local, f"{bucket}/raw")
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
+        argv = ["--s3-endpoint-url", endpoint, "prepare", f"{bucket}/raw", f"{bucket}/ds"]
+        argv += ["--staging-uri", f"{bucket}/staging", "--config", str(config_file)]
+        assert main(argv) == 0
+        from autoe2e import storage
+
+        manifest = json.loads(storage.read_bytes(f"{bucket}/ds/manifest.json"))
+        assert sorted(e["episode_id"] for e in manifest["episodes"]) == ["ep_a", "ep_b"]
+        staged = storage.list_children(f"{bucket}/staging", only_dirs=True)
+        assert len(staged) == 2 and all(name.startswith("ep_") for name in staged)
+        direct = prepare_dataset(str(local), str(tmp_path / "direct"), CONFIG)
+        assert manifest["num_samples"] == direct.num_samples > 0

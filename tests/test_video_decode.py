@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-from episode_factory import frame_times, write_video
+from episode_factory import TIME_BASE, frame_times, write_video
 
 from autoe2e.video.decode import VideoDecodeError, decode_on_grid
 
@@ -113,3 +114,37 @@ def test_convert_ticks_limits_conversion_but_not_matching(tmp_path: Path) -> Non
     grid = _decode(path, encode=lambda image: calls.append(1) or image.sum(), convert_ticks=(5, 9))
     assert sorted(grid.frames) == list(range(20)) and len(calls) == 5
     assert [k for k, (_, payload) in grid.frames.items() if payload is not None] == [5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize(
+    ("codec", "options"),
+    [
+        ("mpeg4", {}),
+        ("libx265", {"preset": "ultrafast", "x265-params": "log-level=error"}),
+        # B-frames: decode order differs from presentation order; selection must follow pts.
+        ("libx264", {"preset": "medium", "bf": "3", "crf": "18"}),
+    ],
+)
+def test_other_codecs_and_b_frames_give_the_same_grid(
+    tmp_path: Path, codec: str, options: dict[str, str]
+) -> None:
+    colour = (200, 40, 40)
+    times = frame_times(2.0)
+    # 16:9 source resized to the 4:3 model input, as a wide camera would be.
+    # MPEG-4 Part 2 caps the time base denominator at 65535.
+    time_base = Fraction(1, 30000) if codec == "mpeg4" else TIME_BASE
+    path = write_video(
+        tmp_path / f"{codec}.mp4",
+        times,
+        colour,
+        width=96,
+        height=54,
+        codec=codec,
+        options=options,
+        time_base=time_base,
+    )
+    grid = _decode(path)
+    assert sorted(grid.frames) == list(range(20)) and grid.num_decoded == len(times)
+    for k, (frame_time, image) in grid.frames.items():
+        assert abs(frame_time - k / 10) <= TOL and image.shape == (24, 32, 3)
+        np.testing.assert_allclose(image[14:].reshape(-1, 3).mean(0), colour, atol=12)
