@@ -164,7 +164,9 @@ def _select(
     Each frame is converted at most once, only if some tick chooses it.
     """
     hz = result.rate_hz
-    time_base = stream.time_base
+    # pts * num / den is Python's correctly rounded int division: the same float as
+    # float(pts * Fraction(num, den)) without building a Fraction per frame.
+    tb_num, tb_den = stream.time_base.numerator, stream.time_base.denominator
     prev: list[Any] | None = None  # [time, frame, payload or None]
     # One reformatter for the whole stream: `frame.to_ndarray(width=, height=)` builds a new
     # libswscale context per frame, which measured ~17x slower (1.2 ms vs 0.07 ms per 224x128
@@ -191,7 +193,7 @@ def _select(
         if frame.pts is None:
             logger.warning("%s: frame without pts skipped", result.path)
             continue
-        t = float(frame.pts * time_base) + start_time_s
+        t = frame.pts * tb_num / tb_den + start_time_s
         result.num_decoded += 1
         cur = [t, frame, None]
         if prev is None:
