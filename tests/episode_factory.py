@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import urllib.request
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -221,6 +222,10 @@ def moto_s3(monkeypatch: Any, bucket: str = "autoe2e-test") -> Iterator[str]:
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{port}"
+        # moto keeps its backends per process, not per server: start every test empty.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
+        ).close()
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -1,0 +1,131 @@
+"""Why prepare converts frames the way it does, measured side by side on the same frames.
+
+    .venv/bin/python benchmarks/frame_convert.py [--video FILE.mp4] [--frames N]
+
+For every 3rd decoded frame (30 FPS -> 10 Hz) of a 1280x720 clip (generated with the synthetic
+world unless --video is given), resized to the default 112x64 model input:
+
+(1) libswscale filters: ms per frame and PSNR against an exact box average of the full-resolution
+    RGB frame (PIL BOX), for BILINEAR (PyAV's default) and AREA (what prepare uses).
+(2) reading the converted frame: ``VideoFrame.to_ndarray()`` vs `autoe2e.video.decode.rgb_array`
+    (a copy straight from the plane), ms per frame; both must give identical arrays.
+
+The two sides of each comparison run in alternation over the same frames, best of 3 passes.
+Prints figures; asserts nothing but the equality in (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+from autoe2e.video.decode import rgb_array
+
+WIDTH, HEIGHT = 112, 64
+
+
+def _clip(work: Path) -> Path:
+    from autoe2e.config import GenerateConfig
+    from autoe2e.synthetic import generate_episodes
+
+    config = GenerateConfig(
+        num_episodes=1, duration_s=12.0, cameras=["front"], image_width=1280, image_height=720
+    )
+    generate_episodes(work, config, workers=1)
+    return next(work.glob("*/cameras/front.mp4"))
+
+
+def _frames(video: Path, count: int) -> list[av.VideoFrame]:
+    frames = []
+    with av.open(str(video)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % 3 == 0:
+                frames.append(frame)
+            if len(frames) == count:
+                break
+    return frames
+
+
+def _ms_per_frame(fn, frames: list[av.VideoFrame]) -> float:
+    start = time.perf_counter()
+    for frame in frames:
+        fn(frame)
+    return (time.perf_counter() - start) / len(frames) * 1e3
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 10 * np.log10(255**2 / mse)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--video", type=Path)
+    parser.add_argument("--frames", type=int, default=100)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="autoe2e-convert-"))
+    try:
+        video = args.video or _clip(work)
+        frames = _frames(video, args.frames)
+        print(f"{len(frames)} frames of {frames[0].width}x{frames[0].height} from {video}")
+        references = [
+            np.asarray(
+                Image.fromarray(f.to_ndarray(format="rgb24")).resize(
+                    (WIDTH, HEIGHT), Image.Resampling.BOX
+                )
+            )
+            for f in frames
+        ]
+        # One reformatter (one cached libswscale context) per filter, as prepare keeps one.
+        reformatters = {name: VideoReformatter() for name in ("BILINEAR", "AREA")}
+
+        def resize(interpolation: str):
+            return lambda f: reformatters[interpolation].reformat(
+                f, width=WIDTH, height=HEIGHT, format="rgb24", interpolation=interpolation
+            )
+
+        timings: dict[str, float] = {}
+        for _ in range(3):
+            for name in ("BILINEAR", "AREA"):
+                ms = _ms_per_frame(resize(name), frames)
+                timings[name] = min(ms, timings.get(name, ms))
+        for name in ("BILINEAR", "AREA"):
+            psnr = np.mean(
+                [
+                    _psnr(rgb_array(resize(name)(f)), r)
+                    for f, r in zip(frames, references, strict=True)
+                ]
+            )
+            print(f"(1) {name:8s}: {timings[name]:.3f} ms/frame, PSNR vs exact box {psnr:.1f} dB")
+        print(f"(1) AREA / BILINEAR time: {timings['AREA'] / timings['BILINEAR']:.2f}")
+
+        converted = [resize("AREA")(f) for f in frames]
+        for frame in converted:
+            assert np.array_equal(rgb_array(frame), frame.to_ndarray())
+        reads: dict[str, float] = {}
+        for _ in range(3):
+            for name, fn in (("to_ndarray", lambda f: f.to_ndarray()), ("rgb_array", rgb_array)):
+                ms = _ms_per_frame(fn, converted)
+                reads[name] = min(ms, reads.get(name, ms))
+        print(
+            f"(2) to_ndarray {reads['to_ndarray']:.3f} ms vs rgb_array {reads['rgb_array']:.3f} "
+            f"ms per frame: {reads['to_ndarray'] / reads['rgb_array']:.1f}x (identical arrays)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
