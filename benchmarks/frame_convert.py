@@ -1,17 +1,13 @@
-"""Why prepare converts frames the way it does, measured side by side on the same frames.
+"""Why prepare resizes frames with libswscale's AREA filter, measured on the same frames.
 
     .venv/bin/python benchmarks/frame_convert.py [--video FILE.mp4] [--frames N]
 
 For every 3rd decoded frame (30 FPS -> 10 Hz) of a 1280x720 clip (generated with the synthetic
 world unless --video is given), resized to the default 112x64 model input:
 
-(1) libswscale filters: ms per frame and PSNR against an exact box average of the full-resolution
-    RGB frame (PIL BOX), for BILINEAR (PyAV's default) and AREA (what prepare uses).
-(2) reading the converted frame: ``VideoFrame.to_ndarray()`` vs `autoe2e.video.decode.rgb_array`
-    (a copy straight from the plane), ms per frame; both must give identical arrays.
-
-The two sides of each comparison run in alternation over the same frames, best of 3 passes.
-Prints figures; asserts nothing but the equality in (2).
+ms per frame and PSNR against an exact box average of the full-resolution RGB frame (PIL BOX),
+for BILINEAR (PyAV's default) and AREA (what prepare uses). The two filters run in alternation
+over the same frames, best of 3 passes. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +23,6 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
-
-from autoe2e.video.decode import rgb_array
 
 WIDTH, HEIGHT = 112, 64
 
@@ -104,25 +98,13 @@ def main() -> None:
         for name in ("BILINEAR", "AREA"):
             psnr = np.mean(
                 [
-                    _psnr(rgb_array(resize(name)(f)), r)
+                    _psnr(resize(name)(f).to_ndarray(), r)
                     for f, r in zip(frames, references, strict=True)
                 ]
             )
-            print(f"(1) {name:8s}: {timings[name]:.3f} ms/frame, PSNR vs exact box {psnr:.1f} dB")
-        print(f"(1) AREA / BILINEAR time: {timings['AREA'] / timings['BILINEAR']:.2f}")
+            print(f"{name:8s}: {timings[name]:.3f} ms/frame, PSNR vs exact box {psnr:.1f} dB")
+        print(f"AREA / BILINEAR time: {timings['AREA'] / timings['BILINEAR']:.2f}")
 
-        converted = [resize("AREA")(f) for f in frames]
-        for frame in converted:
-            assert np.array_equal(rgb_array(frame), frame.to_ndarray())
-        reads: dict[str, float] = {}
-        for _ in range(3):
-            for name, fn in (("to_ndarray", lambda f: f.to_ndarray()), ("rgb_array", rgb_array)):
-                ms = _ms_per_frame(fn, converted)
-                reads[name] = min(ms, reads.get(name, ms))
-        print(
-            f"(2) to_ndarray {reads['to_ndarray']:.3f} ms vs rgb_array {reads['rgb_array']:.3f} "
-            f"ms per frame: {reads['to_ndarray'] / reads['rgb_array']:.1f}x (identical arrays)"
-        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

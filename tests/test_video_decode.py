@@ -91,23 +91,6 @@ def test_truncated_and_missing_files_raise_naming_the_file(tmp_path: Path) -> No
         _decode(tmp_path / "absent.mp4")
 
 
-def test_plane_read_equals_pyav_to_ndarray_on_odd_widths(tmp_path: Path) -> None:
-    """`rgb_array` reads the plane directly (rows padded to line_size); it must give exactly
-    what PyAV's own conversion gives, also for widths whose rows are padded."""
-    import av
-    from av.video.reformatter import VideoReformatter
-
-    from autoe2e.video.decode import rgb_array
-
-    path = write_video(tmp_path / "v.mp4", frame_times(0.5), (90, 30, 160), width=64, height=48)
-    with av.open(str(path)) as container:
-        frame = next(container.decode(video=0))
-        for width, height in ((32, 24), (37, 21), (112, 64)):
-            rgb = VideoReformatter().reformat(frame, width=width, height=height, format="rgb24")
-            assert rgb.planes[0].line_size >= width * 3
-            np.testing.assert_array_equal(rgb_array(rgb), rgb.to_ndarray())
-
-
 def test_convert_ticks_limits_conversion_but_not_matching(tmp_path: Path) -> None:
     path = write_video(tmp_path / "c.mp4", frame_times(2.0), (100, 100, 100))
     calls = []
