@@ -1,13 +1,19 @@
-"""Why prepare resizes frames with libswscale's AREA filter, measured on the same frames.
+"""Why prepare converts frames the way it does, measured on the same frames.
 
     .venv/bin/python benchmarks/frame_convert.py [--video FILE.mp4] [--frames N]
 
 For every 3rd decoded frame (30 FPS -> 10 Hz) of a 1280x720 clip (generated with the synthetic
 world unless --video is given), resized to the default 112x64 model input:
 
-ms per frame and PSNR against an exact box average of the full-resolution RGB frame (PIL BOX),
-for BILINEAR (PyAV's default) and AREA (what prepare uses). The two filters run in alternation
-over the same frames, best of 3 passes. Prints figures; asserts nothing.
+(1) ms per frame and PSNR against an exact box average of the full-resolution RGB frame (PIL
+    BOX), for BILINEAR (PyAV's default) and AREA (what prepare uses). The two filters run in
+    alternation over the same frames, best of 3 passes.
+(2) JPEG encode time per converted frame when each frame is encoded right after it is decoded
+    (caches cold: a 720p decode ran in between) vs in batches of `ENCODE_BATCH` after the
+    decodes (what `decode_on_grid` does). Only the encode calls are timed; 3 passes each,
+    alternating, best pass.
+
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
+
+from autoe2e.data.episode import jpeg_encoder
+from autoe2e.video.decode import ENCODE_BATCH
 
 WIDTH, HEIGHT = 112, 64
 
@@ -102,11 +111,46 @@ def main() -> None:
                     for f, r in zip(frames, references, strict=True)
                 ]
             )
-            print(f"{name:8s}: {timings[name]:.3f} ms/frame, PSNR vs exact box {psnr:.1f} dB")
-        print(f"AREA / BILINEAR time: {timings['AREA'] / timings['BILINEAR']:.2f}")
+            print(f"(1) {name:8s}: {timings[name]:.3f} ms/frame, PSNR vs exact box {psnr:.1f} dB")
+        print(f"(1) AREA / BILINEAR time: {timings['AREA'] / timings['BILINEAR']:.2f}")
 
+        jpeg_in_loop_vs_batched(video)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def jpeg_in_loop_vs_batched(video: Path) -> None:
+    encode = jpeg_encoder(90)
+    best = {"in the decode loop": float("inf"), "batched": float("inf")}
+    for _ in range(3):
+        for mode in best:
+            reformatter, waiting, spent, count = VideoReformatter(), [], 0.0, 0
+            with av.open(str(video)) as container:
+                for i, frame in enumerate(container.decode(video=0)):
+                    if i % 3:
+                        continue
+                    rgb = reformatter.reformat(
+                        frame, width=WIDTH, height=HEIGHT, format="rgb24", interpolation="AREA"
+                    ).to_ndarray()
+                    waiting.append(rgb)
+                    if mode == "batched" and len(waiting) < ENCODE_BATCH:
+                        continue
+                    start = time.perf_counter()
+                    for image in waiting:
+                        encode(image)
+                    spent += time.perf_counter() - start
+                    count += len(waiting)
+                    waiting = []
+            start = time.perf_counter()
+            for image in waiting:
+                encode(image)
+            spent += time.perf_counter() - start
+            best[mode] = min(best[mode], spent / (count + len(waiting)) * 1e3)
+    loop, batched = best["in the decode loop"], best["batched"]
+    print(
+        f"(2) JPEG per 112x64 frame: {loop:.3f} ms in the decode loop vs {batched:.3f} ms "
+        f"batched by {ENCODE_BATCH}: {loop / batched:.1f}x"
+    )
 
 
 if __name__ == "__main__":

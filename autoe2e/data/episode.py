@@ -324,21 +324,24 @@ def _build_tables(
     ego_steps = np.arange(-(config.ego_history_steps - 1), 1) / hz
     traj_steps = config.trajectory_dt_s * np.arange(1, config.trajectory_steps + 1)
     window = [*hist_off, 0, *fut_off]
-    for k in candidates:
-        t = k / hz
+    # Telemetry coverage of every candidate's windows in one vectorised pass.
+    candidate_times = np.asarray(candidates, dtype=np.float64)[:, None] / hz
+    if config.pad_incomplete_windows:
+        # Only what the planner cannot do without: this tick's views, the ego state now and at
+        # least the first future step to learn from.
+        telemetry_ok = track.covers(candidate_times + np.array([0.0, traj_steps[0]])).all(axis=1)
+    else:
+        telemetry_ok = track.covers(candidate_times + ego_steps).all(axis=1) & track.covers(
+            candidate_times + traj_steps
+        ).all(axis=1)
+    for k, covered in zip(candidates, telemetry_ok.tolist(), strict=True):
         if config.pad_incomplete_windows:
-            # Only what the planner cannot do without: this tick's views, the ego state now
-            # and at least the first future step to learn from.
-            if k not in present:
-                reasons["current_frames_missing"] += 1
-            elif not track.covers(np.array([t, t + traj_steps[0]])).all():
-                reasons["telemetry_window"] += 1
-            else:
-                kept.append(k)
-            continue
-        if not all(k + o in present for o in window):
-            reasons["frames_missing"] += 1
-        elif not (track.covers(t + ego_steps).all() and track.covers(t + traj_steps).all()):
+            frames_ok, missing = k in present, "current_frames_missing"
+        else:
+            frames_ok, missing = all(k + o in present for o in window), "frames_missing"
+        if not frames_ok:
+            reasons[missing] += 1
+        elif not covered:
             reasons["telemetry_window"] += 1
         else:
             kept.append(k)

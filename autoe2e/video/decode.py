@@ -24,6 +24,11 @@ from av.video.reformatter import VideoReformatter
 logger = logging.getLogger(__name__)
 
 
+#: Converted frames encoded per batch: big enough to keep the encoder's code and tables in cache,
+#: small enough that the waiting RGB arrays stay around 1 MiB at model resolution.
+ENCODE_BATCH = 48
+
+
 class VideoDecodeError(RuntimeError):
     """A video could not be opened or decoded; the message names the file."""
 
@@ -156,28 +161,45 @@ def _select(
     # pts * num / den is Python's correctly rounded int division: the same float as
     # float(pts * Fraction(num, den)) without building a Fraction per frame.
     tb_num, tb_den = stream.time_base.numerator, stream.time_base.denominator
-    prev: list[Any] | None = None  # [time, frame, payload or None]
+    prev: list[Any] | None = None  # [time, frame, rgb array, encoded payload]
     # One reformatter for the whole stream: `frame.to_ndarray(width=, height=)` builds a new
     # libswscale context per frame, which measured ~17x slower (1.2 ms vs 0.07 ms per 224x128
     # frame) than reusing one context.
     reformatter = VideoReformatter()
+    # Converted frames wait here (model resolution, ~21 kB each) and are encoded in batches.
+    # Encoding each one between two 720p decodes runs with cold caches: 0.49 ms per 112x64
+    # JPEG inside the decode loop against 0.15 ms in batches (benchmarks/frame_convert.py).
+    pending: list[tuple[int, list[Any]]] = []
 
-    def payload(entry: list[Any]) -> Any:
-        if entry[2] is None:
+    def convert(entry: list[Any]) -> None:
+        if entry[2] is None and entry[3] is None:
             # AREA averages the source pixels under each output pixel: for these ~10x
             # downscales it is both faster than swscale's default BILINEAR and closer to an
-            # exact box filter (benchmarks/frame_convert.py, 720p -> 112x64: 0.64-0.71x the
-            # time per frame over two runs, PSNR 43.4 vs 36.8 dB).
+            # exact box filter (benchmarks/frame_convert.py, 720p -> 112x64: 0.59-0.71x the
+            # time per frame over three runs, PSNR 43.4 vs 36.8 dB).
             rgb = reformatter.reformat(
                 entry[1], width=width, height=height, format="rgb24", interpolation="AREA"
             )
-            entry[2] = encode(rgb.to_ndarray())
-        return entry[2]
+            entry[2] = rgb.to_ndarray()
+            entry[1] = None  # release the full-resolution frame now
+
+    def flush() -> None:
+        for k, entry in pending:
+            if entry[3] is None:
+                entry[3], entry[2] = encode(entry[2]), None
+            result.frames[k] = (entry[0], entry[3])
+        pending.clear()
 
     lo, hi = convert_ticks if convert_ticks is not None else (-math.inf, math.inf)
 
     def assign(k: int, entry: list[Any]) -> None:
-        result.frames[k] = (entry[0], payload(entry) if lo <= k <= hi else None)
+        if not lo <= k <= hi:
+            result.frames[k] = (entry[0], None)
+            return
+        convert(entry)
+        pending.append((k, entry))
+        if len(pending) >= ENCODE_BATCH:
+            flush()
 
     for frame in frames:
         if frame.pts is None:
@@ -185,7 +207,7 @@ def _select(
             continue
         t = frame.pts * tb_num / tb_den + start_time_s
         result.num_decoded += 1
-        cur = [t, frame, None]
+        cur = [t, frame, None, None]
         if prev is None:
             result.first_time_s = t
             for k in range(math.ceil((t - tol) * hz - 1e-9), math.floor(t * hz + 1e-9) + 1):
@@ -214,3 +236,4 @@ def _select(
             g = k / hz
             if p < g <= p + tol + 1e-9:
                 assign(k, prev)
+    flush()
