@@ -104,21 +104,16 @@ def prepare_dataset(
     started = time.perf_counter()
     config.validate()
     episode_uris = discover_episodes(episodes_uri)
-    try:
-        storage.check_writable(out_uri)
-    except storage.StorageError as exc:
-        raise PrepareError(str(exc)) from exc
+    check_writable(out_uri)
     if inputs_sha256 is None:
         try:
             fingerprints = storage.file_fingerprints(episodes_uri)
         except storage.StorageError as exc:
             raise PrepareError(f"cannot fingerprint inputs under {episodes_uri}: {exc}") from exc
         inputs_sha256 = mf.inputs_fingerprint(fingerprints)
-
-    manifest_uri = storage.join_uri(out_uri, mf.MANIFEST_FILE)
-    existing = _existing_manifest(manifest_uri, config, inputs_sha256)
-    if existing is not None:
-        return _unchanged(manifest_uri, existing, started)
+    unchanged = already_published(out_uri, config, inputs_sha256, started)
+    if unchanged is not None:
+        return unchanged
 
     workers = max(1, min(max_workers, len(episode_uris)))
     config = with_camera_threads(config, (os.cpu_count() or 1) // workers)
@@ -195,6 +190,24 @@ def publish_outcomes(
         inputs_sha256=inputs_sha256,
         episodes_uri=episodes_uri,
     )
+
+
+def check_writable(out_uri: str) -> None:
+    """Fail fast, naming ``out_uri``, when nothing can be written there."""
+    try:
+        storage.check_writable(out_uri)
+    except storage.StorageError as exc:
+        raise PrepareError(str(exc)) from exc
+
+
+def already_published(
+    out_uri: str, config: PrepareConfig, inputs_sha256: str, started: float
+) -> PrepareResult | None:
+    """The "nothing to do" result when ``out_uri`` already publishes exactly this dataset;
+    None when it publishes nothing; an error when it publishes a different one."""
+    manifest_uri = storage.join_uri(out_uri, mf.MANIFEST_FILE)
+    existing = _existing_manifest(manifest_uri, config, inputs_sha256)
+    return None if existing is None else _unchanged(manifest_uri, existing, started)
 
 
 def _existing_manifest(
@@ -317,10 +330,10 @@ def publish(
         quarantined=sorted(quarantined, key=lambda q: q["episode_id"]),
     )
     if not storage.write_bytes(manifest_uri, mf.encode(manifest), create_only=True):
-        # Another run published first; fine if it is the same dataset.
-        existing = _existing_manifest(manifest_uri, config, inputs_sha256)
-        if existing is not None:
-            return _unchanged(manifest_uri, existing, time.perf_counter())
+        # Another run published first; fine if it is the same dataset (else this raises).
+        unchanged = already_published(out_uri, config, inputs_sha256, time.perf_counter())
+        if unchanged is not None:
+            return unchanged
     return PrepareResult(
         manifest_uri=manifest_uri,
         num_samples=manifest["num_samples"],

@@ -31,9 +31,9 @@ from autoe2e.data.episode import EpisodeSamples
 from autoe2e.data.prepare import (
     PrepareError,
     PrepareResult,
-    _existing_manifest,
     _prepare_or_quarantine,
-    _unchanged,
+    already_published,
+    check_writable,
     discover_episodes,
     publish_outcomes,
     with_camera_threads,
@@ -261,14 +261,20 @@ def publish_staged(
     ``inputs_sha256``), so an unchanged nightly run publishes nothing.
     """
     config.validate()
-    try:
-        storage.check_writable(out_uri)
-    except storage.StorageError as exc:
-        raise PrepareError(str(exc)) from exc
-    manifest_uri = storage.join_uri(out_uri, mf.MANIFEST_FILE)
-    existing = _existing_manifest(manifest_uri, config, inputs_sha256)
-    if existing is not None:
-        return _unchanged(manifest_uri, existing, time.perf_counter())
+    check_writable(out_uri)
+    unchanged = already_published(out_uri, config, inputs_sha256, time.perf_counter())
+    if unchanged is not None:
+        return unchanged
+    return _publish_folders(staged_uris, out_uri, config, inputs_sha256, episodes_uri)
+
+
+def _publish_folders(
+    staged_uris: list[str],
+    out_uri: str,
+    config: PrepareConfig,
+    inputs_sha256: str,
+    episodes_uri: str,
+) -> PrepareResult:
     result = publish_outcomes(
         [_read_staged(uri) for uri in staged_uris],
         out_uri,
@@ -299,15 +305,10 @@ def prepare_staged(
     decodes only those; an unchanged re-run returns before staging anything."""
     started = time.perf_counter()
     config.validate()
-    try:
-        storage.check_writable(out_uri)
-    except storage.StorageError as exc:
-        raise PrepareError(str(exc)) from exc
-    existing = _existing_manifest(
-        storage.join_uri(out_uri, mf.MANIFEST_FILE), config, listing.inputs_sha256
-    )
-    if existing is not None:
-        return _unchanged(storage.join_uri(out_uri, mf.MANIFEST_FILE), existing, started)
+    check_writable(out_uri)
+    unchanged = already_published(out_uri, config, listing.inputs_sha256, started)
+    if unchanged is not None:
+        return unchanged
     count = len(listing.episode_uris)
     workers = max(1, min(max_workers, count))
     run_config = with_camera_threads(config, (os.cpu_count() or 1) // workers)
@@ -317,8 +318,6 @@ def prepare_staged(
             folders = list(pool.map(stage_episode, *args))
     else:
         folders = list(map(stage_episode, *args))
-    result = publish_staged(
-        folders, out_uri, config, inputs_sha256=listing.inputs_sha256, episodes_uri=episodes_uri
-    )
+    result = _publish_folders(folders, out_uri, config, listing.inputs_sha256, episodes_uri)
     result.seconds = time.perf_counter() - started
     return result
