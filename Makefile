@@ -19,15 +19,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e ".[dev]" $(TORCH_PINS)
-	$(BIN)/python -c "import timm, torch, torchvision, av, flytekit, mlflow, pandera" 
+	$(BIN)/python -c "import timm, torch, torchvision, av, flytekit, mlflow, pandera"
+	$(BIN)/python scripts/install_k8s_tools.py
 	touch $@
 
 demo: venv
 	$(BIN)/autoe2e demo --out $(DEMO_DIR)
 
 lint: venv
-	$(BIN)/ruff check autoe2e tasks workflows tests benchmarks
-	$(BIN)/ruff format --check autoe2e tasks workflows tests benchmarks
+	$(BIN)/ruff check autoe2e tasks workflows tests benchmarks scripts
+	$(BIN)/ruff format --check autoe2e tasks workflows tests benchmarks scripts
 
 test: lint
 	$(BIN)/python -m pytest -q
