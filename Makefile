@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine with Python 3.11 and make:
 #   make demo   generate the demo world, run the Flyte workflow locally, print where results are
 #   make test   lint + the test suite
-# Both create .venv on first use. torch/torchvision are pinned as a pair so that timm imports
+#   make image  build the container image (docker/Dockerfile); prints the tag on its last line
+# demo and test create .venv on first use. torch/torchvision are pinned as a pair so that timm imports
 # (a mismatched torchvision fails with "operator torchvision::nms does not exist").
 
 PYTHON ?= python3.11
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo_output
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test lint venv clean-demo image constraints
 
 venv: $(VENV)/.installed
 
@@ -35,3 +36,14 @@ test: lint
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
+
+# The image for every Flyte task. Talks to the daemon at DOCKER_HOST (or the default socket);
+# IMAGE, BASE_IMAGE, PIP_CERT, BACKBONE_WEIGHTS and DOCKER are read from the environment
+# (docker/build-image.sh says what each does).
+image:
+	@docker/build-image.sh
+
+# Pin the image to the versions the suite passed with (after changing pyproject.toml).
+constraints: venv
+	{ sed -n '1,2p' docker/constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > docker/constraints.txt.new
+	mv docker/constraints.txt.new docker/constraints.txt

@@ -39,10 +39,16 @@ else
   build=(env DOCKER_BUILDKIT=1 "$docker_cli" build)
 fi
 
+local_base=autoe2e/base:bookworm-python3.11
 base=${BASE_IMAGE:-python:3.11-slim-bookworm}
 if ! "$docker_cli" image inspect "$base" >/dev/null 2>&1 && ! "$docker_cli" pull "$base" >/dev/null 2>&1; then
-  echo "build-image: cannot pull $base; building a local base image instead" >&2
-  base=$(docker/build-base.sh | tail -n1)
+  if "$docker_cli" image inspect "$local_base" >/dev/null 2>&1; then
+    echo "build-image: cannot pull $base; using the local base $local_base" >&2
+    base=$local_base
+  else
+    echo "build-image: cannot pull $base; building the local base $local_base" >&2
+    base=$(docker/build-base.sh "$local_base" | tail -n1)
+  fi
 fi
 
 args=(--file docker/Dockerfile --tag "$image"

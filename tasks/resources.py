@@ -25,12 +25,40 @@ PREPARE_EPISODE_RESOURCES = Resources(
 #: tables, the serialised Parquet bytes and the read-back copy validation checks.
 PUBLISH_RESOURCES = Resources(cpu="4", mem="8Gi", ephemeral_storage="20Gi")
 LIST_RESOURCES = Resources(cpu="1", mem="1Gi")
-TRAIN_REQUESTS = Resources(cpu="4", mem="16Gi", gpu="1", ephemeral_storage="20Gi")
-TRAIN_LIMITS = Resources(gpu="1")
-EVALUATE_RESOURCES = Resources(cpu="4", mem="16Gi", gpu="1")
 TRAIN_SHARED_MEMORY = "8Gi"
 #: Transient storage / spot failures are retried; user errors fail on the first attempt anyway.
 RETRIES = 2
+#: Data preparation runs on spot capacity: every episode is staged under a content-addressed
+#: folder whose `staged.json` is written last, and publishing is create-only, so a preempted pod
+#: is simply retried. Training and evaluation stay on on-demand nodes (and training carries
+#: karpenter.sh/do-not-disrupt) until training can resume from a checkpoint.
+PREPARE_INTERRUPTIBLE = True
+TRAIN_INTERRUPTIBLE = False
+
+
+def train_gpus() -> int:
+    """GPUs per training/evaluation pod (AUTOE2E_TRAIN_GPUS at registration, default 1).
+
+    0 registers CPU-only train/evaluate tasks, for a cluster without GPU nodes such as the kind
+    sandbox; the request is compiled into the task, so it is a registration-time setting.
+    """
+    raw = os.environ.get("AUTOE2E_TRAIN_GPUS", "").strip() or "1"
+    if not raw.isdigit():
+        raise ValueError(f"AUTOE2E_TRAIN_GPUS={raw!r} is not a whole number; e.g. 1, or 0 on kind")
+    return int(raw)
+
+
+def _gpu_resources(cpu: str, mem: str, **extra: str) -> tuple[Resources, Resources | None]:
+    """(requests, limits): a GPU goes in both, since Kubernetes schedules extended resources
+    by their limit and Flyte adds the accelerator affinity only when the limit names a GPU."""
+    gpus = train_gpus()
+    if gpus == 0:
+        return Resources(cpu=cpu, mem=mem, **extra), None
+    return Resources(cpu=cpu, mem=mem, gpu=str(gpus), **extra), Resources(gpu=str(gpus))
+
+
+TRAIN_REQUESTS, TRAIN_LIMITS = _gpu_resources("4", "16Gi", ephemeral_storage="20Gi")
+EVALUATE_REQUESTS, EVALUATE_LIMITS = _gpu_resources("4", "16Gi")
 
 
 def prepare_concurrency() -> int:
@@ -46,8 +74,13 @@ def prepare_concurrency() -> int:
 
 
 def gpu_accelerator() -> accelerators.BaseAccelerator | None:
+    """The GPU type the train task asks for (AUTOE2E_GPU_ACCELERATOR), None = any GPU node.
+
+    Flyte turns it into a node affinity on its `gpu-device-node-label` (charts/flyte values)
+    with the device string as value, which the GPU NodePools (charts/gpu-nodes) carry as label.
+    """
     name = os.environ.get("AUTOE2E_GPU_ACCELERATOR", "").strip()
-    if not name:
+    if not name or train_gpus() == 0:
         return None
     accelerator = getattr(accelerators, name.upper(), None)
     if not isinstance(accelerator, accelerators.BaseAccelerator):

@@ -18,12 +18,15 @@ from autoe2e.contract import CONTRACT_VERSION
 from autoe2e.data import staging
 from autoe2e.data.schema import SCHEMA_VERSION
 from tasks.resources import (
-    EVALUATE_RESOURCES,
+    EVALUATE_LIMITS,
+    EVALUATE_REQUESTS,
     LIST_RESOURCES,
     PREPARE_EPISODE_CPUS,
     PREPARE_EPISODE_RESOURCES,
+    PREPARE_INTERRUPTIBLE,
     PUBLISH_RESOURCES,
     RETRIES,
+    TRAIN_INTERRUPTIBLE,
     TRAIN_LIMITS,
     TRAIN_REQUESTS,
     TRAIN_SHARED_MEMORY,
@@ -58,7 +61,7 @@ class EpisodeList(NamedTuple):
     episode_config: PrepareConfig
 
 
-@task(requests=LIST_RESOURCES, retries=RETRIES)
+@task(requests=LIST_RESOURCES, retries=RETRIES, interruptible=PREPARE_INTERRUPTIBLE)
 def list_episodes(episodes_uri: str, out_uri: str, config: PrepareConfig) -> EpisodeList:
     """One listing of the raw root: episode URIs, a content fingerprint each, the staging place."""
     config.validate()
@@ -83,6 +86,7 @@ PREPARE_EPISODE_CACHE = Cache(
 @task(
     requests=PREPARE_EPISODE_RESOURCES,
     retries=RETRIES,
+    interruptible=PREPARE_INTERRUPTIBLE,
     cache=PREPARE_EPISODE_CACHE,
 )
 def prepare_episode(
@@ -97,7 +101,7 @@ def prepare_episode(
     return staging.stage_episode(episode_uri, fingerprint, pod_config, staging_uri)
 
 
-@task(requests=PUBLISH_RESOURCES, retries=RETRIES)
+@task(requests=PUBLISH_RESOURCES, retries=RETRIES, interruptible=PREPARE_INTERRUPTIBLE)
 def publish_dataset(
     staged_uris: list[str],
     episodes_uri: str,
@@ -128,6 +132,7 @@ def publish_dataset(
     shared_memory=TRAIN_SHARED_MEMORY,
     accelerator=gpu_accelerator(),
     retries=RETRIES,
+    interruptible=TRAIN_INTERRUPTIBLE,
     annotations={"karpenter.sh/do-not-disrupt": "true"},
 )
 def train_model(
@@ -143,7 +148,13 @@ def train_model(
     )
 
 
-@task(requests=EVALUATE_RESOURCES, retries=RETRIES)
+@task(
+    requests=EVALUATE_REQUESTS,
+    limits=EVALUATE_LIMITS,
+    accelerator=gpu_accelerator(),
+    retries=RETRIES,
+    interruptible=TRAIN_INTERRUPTIBLE,
+)
 def evaluate_model(
     dataset: PreparedDataset, model: TrainedModel, out_uri: str, eval_config: EvalConfig
 ) -> pipeline.PipelineSummary:

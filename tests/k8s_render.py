@@ -19,7 +19,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ROOT / "charts"
 #: The unchanged flyte-binary chart of Flyte v1.16.8, beside the project (never copied into it).
-FLYTE_BINARY_CHART = ROOT.parent / "shared" / "third_party" / "flyte-charts-v1.16.8" / "flyte-binary"
+FLYTE_BINARY_CHART = (
+    ROOT.parent / "shared" / "third_party" / "flyte-charts-v1.16.8" / "flyte-binary"
+)
 #: Kubernetes version the manifests are validated against (EKS 1.33 is the oldest we target).
 KUBERNETES_VERSION = "1.33.0"
 

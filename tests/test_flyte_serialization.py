@@ -9,6 +9,7 @@ import tarfile
 from collections import OrderedDict
 from pathlib import Path
 
+import pytest
 from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.tools.translator import get_serializable
 
@@ -111,8 +112,8 @@ def test_workflow_and_nightly_launch_plan_compile() -> None:
 
     lp = get_serializable(OrderedDict(), _settings(), nightly_retraining)
     assert lp.spec.entity_metadata.schedule.cron_schedule.schedule == "0 3 * * *"
-    defaults = lp.spec.default_inputs.parameters
-    assert defaults["episodes_uri"].default.scalar.primitive.string_value.startswith("s3://")
+    fixed = lp.spec.fixed_inputs.literals
+    assert fixed["episodes_uri"].scalar.primitive.string_value.startswith("s3://")
 
 
 def test_pyflyte_package_builds_registrable_archive(tmp_path) -> None:
@@ -180,3 +181,120 @@ def test_prepare_episode_cache_key_ignores_execution_and_shard_settings(tmp_path
     assert episode_literal(faster) == base
     assert episode_literal(dataclasses.replace(TINY_PREPARE, jpeg_quality=80)) != base
     assert episode_literal(dataclasses.replace(TINY_PREPARE, pad_incomplete_windows=True)) != base
+
+
+# --- what a cluster receives: every task's container, placement and retry settings ----------
+
+REGISTRY_IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/autoe2e-pipeline:0.1.0-abc"
+NIGHTLY_ENV = {
+    "AUTOE2E_GPU_ACCELERATOR": "L40S",
+    "AUTOE2E_EPISODES_URI": "s3://fleet-raw/episodes",
+    "AUTOE2E_NIGHTLY_OUT_URI": "s3://fleet-artifacts/nightly",
+    "AUTOE2E_NIGHTLY_EVAL_CONFIG": '{"max_ade_m": 1.5, "max_fde_m": 3.0}',
+    "AUTOE2E_NIGHTLY_TRAIN_CONFIG": '{"epochs": 12}',
+    "AUTOE2E_NIGHTLY_SCHEDULE": "30 2 * * *",
+}
+
+
+def _registered(tmp_path, env: dict[str, str]):
+    from flyte_package import package
+
+    return package(tmp_path, REGISTRY_IMAGE, env)
+
+
+def _python_value(literal, python_type):
+    from flytekit import FlyteContextManager
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.models.literals import Literal
+
+    return TypeEngine.to_python_value(
+        FlyteContextManager.current_context(), Literal.from_flyte_idl(literal), python_type
+    )
+
+
+def test_every_task_as_registered_with_a_gpu_type(tmp_path) -> None:
+    from autoe2e.config import EvalConfig, TrainConfig
+
+    pkg = _registered(tmp_path, NIGHTLY_ENV)
+    names = {"list_episodes", "prepare_episode", "publish_dataset", "train_model", "evaluate_model"}
+    for name in [*names, "map_prepare_episode"]:
+        template = pkg.task(name).template
+        assert template.container.image == REGISTRY_IMAGE, name
+        assert template.metadata.retries.retries == 2, name
+        requests = {r.name: r.value for r in template.container.resources.requests}
+        assert requests, f"{name} declares no resource requests"
+
+    for name in ("list_episodes", "prepare_episode", "map_prepare_episode", "publish_dataset"):
+        # data prep is idempotent (content-addressed staging, create-only publish): spot is fine
+        assert pkg.task(name).template.metadata.interruptible is True, name
+
+    for name in ("train_model", "evaluate_model"):
+        template = pkg.task(name).template
+        # no resume from a checkpoint yet: training stays on on-demand capacity
+        assert template.metadata.interruptible is False, name
+        res = template.container.resources
+        gpu = 2  # flyteidl Resources.ResourceName.GPU
+        assert [r.value for r in res.limits if r.name == gpu] == ["1"], name
+        assert [r.value for r in res.requests if r.name == gpu] == ["1"], name
+        # Flyte turns this into the node affinity on gpu-device-node-label (charts/flyte)
+        assert template.extended_resources.gpu_accelerator.device == "nvidia-l40s", name
+
+    for name in ("prepare_episode", "map_prepare_episode"):
+        metadata = pkg.task(name).template.metadata
+        assert metadata.discoverable is True
+        assert metadata.discovery_version == (
+            f"contract{CONTRACT_VERSION}-schema{SCHEMA_VERSION}-staging{_staging_format()}"
+        )
+    for name in ("list_episodes", "publish_dataset", "train_model", "evaluate_model"):
+        assert pkg.task(name).template.metadata.discoverable is False, name
+
+    lp = pkg.launch_plans["autoe2e_nightly_retraining"]
+    assert lp.spec.entity_metadata.schedule.cron_schedule.schedule == "30 2 * * *"
+    fixed = lp.spec.fixed_inputs.literals
+    assert fixed["episodes_uri"].scalar.primitive.string_value == "s3://fleet-raw/episodes"
+    assert fixed["out_uri"].scalar.primitive.string_value == "s3://fleet-artifacts/nightly"
+    gate = _python_value(fixed["eval_config"], EvalConfig)
+    assert (gate.max_ade_m, gate.max_fde_m) == (1.5, 3.0)
+    assert _python_value(fixed["train_config"], TrainConfig).epochs == 12
+    # fixed inputs are not also offered as overridable defaults
+    assert "episodes_uri" not in lp.spec.default_inputs.parameters
+
+
+def _staging_format() -> str:
+    from autoe2e.data.staging import STAGING_FORMAT
+
+    return STAGING_FORMAT
+
+
+def test_cpu_only_registration_for_clusters_without_gpus(tmp_path) -> None:
+    """AUTOE2E_TRAIN_GPUS=0 (the kind sandbox): no GPU request, limit or accelerator affinity,
+    even with a GPU type set in the same environment."""
+    pkg = _registered(tmp_path, {"AUTOE2E_TRAIN_GPUS": "0", "AUTOE2E_GPU_ACCELERATOR": "L4"})
+    for name in ("train_model", "evaluate_model"):
+        template = pkg.task(name).template
+        res = template.container.resources
+        assert all(r.name != 2 for r in [*res.requests, *res.limits]), name
+        assert not template.extended_resources.HasField("gpu_accelerator"), name
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AUTOE2E_NIGHTLY_OUT_URI", "nightly-out", "is not a URI"),
+        ("AUTOE2E_NIGHTLY_EVAL_CONFIG", "{max_ade_m: 1}", "is not valid JSON"),
+        ("AUTOE2E_NIGHTLY_EVAL_CONFIG", '{"max_ade": 1}', "unknown EvalConfig field"),
+        ("AUTOE2E_NIGHTLY_TRAIN_CONFIG", '{"epochs": 0}', "AUTOE2E_NIGHTLY_TRAIN_CONFIG"),
+        ("AUTOE2E_NIGHTLY_SCHEDULE", "nightly", "5-field cron"),
+        ("AUTOE2E_TRAIN_GPUS", "one", "AUTOE2E_TRAIN_GPUS"),
+    ],
+)
+def test_bad_registration_settings_name_the_variable(
+    monkeypatch, variable: str, value: str, message: str
+) -> None:
+    from tasks.resources import train_gpus
+    from workflows.settings import nightly_settings
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
+        nightly_settings()
+        train_gpus()

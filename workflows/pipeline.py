@@ -8,7 +8,6 @@ Remote:  pyflyte run --remote --image IMAGE workflows/pipeline.py autoe2e_pipeli
 from __future__ import annotations
 
 import functools
-import os
 
 from flytekit import CronSchedule, LaunchPlan, map_task, workflow
 
@@ -22,6 +21,7 @@ from tasks.stages import (
     publish_dataset,
     train_model,
 )
+from workflows.settings import nightly_settings
 
 #: Episodes prepared at once; compiled into the map task (AUTOE2E_PREPARE_CONCURRENCY at
 #: registration), since an ArrayNode's concurrency is not a run-time input.
@@ -59,14 +59,18 @@ def autoe2e_pipeline(
     return evaluate_model(dataset=dataset, model=model, out_uri=out_uri, eval_config=eval_config)
 
 
-#: Nightly retraining at 03:00 UTC. Inputs come from the registering environment so each
-#: deployment points at its own buckets; activate with `pyflyte register --activate-launchplans`.
+#: Nightly retraining (03:00 UTC by default). Its inputs are fixed from the registering
+#: environment (workflows/settings.py) so each deployment points at its own buckets and gate;
+#: activate with `pyflyte register --activate-launchplans`.
+NIGHTLY = nightly_settings()
 nightly_retraining = LaunchPlan.get_or_create(
     workflow=autoe2e_pipeline,
     name="autoe2e_nightly_retraining",
-    schedule=CronSchedule(schedule="0 3 * * *"),
-    default_inputs={
-        "episodes_uri": os.environ.get("AUTOE2E_EPISODES_URI", "s3://autoe2e-datasets/episodes"),
-        "out_uri": os.environ.get("AUTOE2E_NIGHTLY_OUT_URI", "s3://autoe2e-artifacts/nightly"),
+    schedule=CronSchedule(schedule=NIGHTLY.schedule),
+    fixed_inputs={
+        "episodes_uri": NIGHTLY.episodes_uri,
+        "out_uri": NIGHTLY.out_uri,
+        "eval_config": NIGHTLY.eval_config,
+        "train_config": NIGHTLY.train_config,
     },
 )

@@ -1,0 +1,320 @@
+"""The container image, run the way a Flyte pod runs it.
+
+`pyflyte package --image <tag>` serialises the workflow; the container args of the mapped
+`prepare_episode` and of `train_model` are taken from those task specs, their `{{.input}}`-style
+templates filled the way propeller fills them, the input literals written to an S3 bucket on a
+moto server on 127.0.0.1, and the image run with exactly those args as its non-root user
+(`docker run --network host`). The test then reads what the task wrote: `outputs.pb`, the staged
+episode, a checkpoint and the MLflow run.
+
+Needs a built image: AUTOE2E_IMAGE=<tag> (what `make image` prints) and a Docker daemon
+(DOCKER_HOST, DOCKER for the client). Without AUTOE2E_IMAGE the tests skip, unless
+AUTOE2E_REQUIRE_IMAGE=1 (CI sets it after building the image) turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from episode_factory import TINY_PREPARE, moto_s3, upload_tree, write_episode
+from flyte_package import Package, package
+from flyteidl.admin.task_pb2 import TaskSpec
+from flyteidl.core import literals_pb2
+from flytekit import FlyteContextManager
+from flytekit.core.type_engine import TypeEngine
+from flytekit.models.literals import Literal, LiteralMap
+
+from autoe2e import storage
+from autoe2e.config import ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.data import staging
+
+IMAGE = os.environ.get("AUTOE2E_IMAGE", "").strip()
+DOCKER = os.environ.get("DOCKER", "docker")
+#: The uid:gid docker/Dockerfile runs as (pod securityContexts name the same numbers).
+IMAGE_USER = "10001:10001"
+
+if not IMAGE:
+    if os.environ.get("AUTOE2E_REQUIRE_IMAGE") == "1":
+        raise RuntimeError(
+            "AUTOE2E_REQUIRE_IMAGE=1 but AUTOE2E_IMAGE is empty: build with `make image` and "
+            "export AUTOE2E_IMAGE=<the tag it prints>"
+        )
+    pytest.skip(
+        "no image: build one with `make image` and run with AUTOE2E_IMAGE=<tag> (CI does both)",
+        allow_module_level=True,
+    )
+
+#: Tiny train settings: a few CPU steps in the container.
+POD_MODEL = ModelConfig(
+    image_width=32,
+    image_height=24,
+    map_raster_size=32,
+    embed_dim=32,
+    frame_embed_dim=24,
+    ego_history_steps=10,
+    trajectory_steps=20,
+    history_len=2,
+    future_steps=2,
+)
+POD_TRAIN = TrainConfig(
+    epochs=1, max_steps=3, batch_size=4, warmup_steps=1, log_every_steps=1, experiment="pod"
+)
+
+
+def docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKER, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def task_specs(tmp_path_factory) -> Package:
+    """The project serialised against the image under test, as `pyflyte register` would."""
+    return package(tmp_path_factory.mktemp("package"), IMAGE)
+
+
+def pod_args(spec: TaskSpec, node: str, prefix: str) -> tuple[list[str], str, str]:
+    """The container command + args with propeller's templates filled in.
+
+    -> (argv, the inputs.pb URI to write, the output prefix to read)."""
+    inputs = f"{prefix}/{node}/inputs.pb"
+    outputs = f"{prefix}/{node}/0"
+    values = {
+        "{{.input}}": inputs,
+        "{{.inputPrefix}}": f"{prefix}/{node}",
+        "{{.outputPrefix}}": outputs,
+        "{{.rawOutputDataPrefix}}": f"{prefix}/raw/{node}",
+        "{{.checkpointOutputPrefix}}": f"{prefix}/{node}/checkpoint",
+        "{{.prevCheckpointPrefix}}": '""',  # the first attempt has no previous checkpoint
+    }
+    container = spec.template.container
+    argv = [values.get(a, a) for a in [*container.command, *container.args]]
+    unfilled = [a for a in argv if "{{" in a]
+    assert not unfilled, f"templates left in the pod args: {unfilled}"
+    return argv, inputs, outputs
+
+
+def write_inputs(uri: str, values: dict[str, tuple[object, type]]) -> None:
+    ctx = FlyteContextManager.current_context()
+    literals = {
+        name: TypeEngine.to_literal(
+            ctx, value, python_type, TypeEngine.to_literal_type(python_type)
+        )
+        for name, (value, python_type) in values.items()
+    }
+    storage.write_bytes(uri, LiteralMap(literals=literals).to_flyte_idl().SerializeToString())
+
+
+def read_outputs(prefix: str) -> literals_pb2.LiteralMap:
+    message = literals_pb2.LiteralMap()
+    message.ParseFromString(storage.read_bytes(f"{prefix}/outputs.pb"))
+    return message
+
+
+def run_pod(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`docker run` as the image's own (non-root) user, host network to reach 127.0.0.1."""
+    env_args = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
+    proc = docker("run", "--rm", "--network", "host", *env_args, IMAGE, *argv)
+    assert proc.returncode == 0, f"pod failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    # A clean pod log: no traceback, not even one at interpreter shutdown.
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What the Helm values give task pods on kind (FLYTE_AWS_* for flytekit's data layer,
+    AWS_* for boto3 in the library)."""
+    return {
+        "FLYTE_AWS_ENDPOINT": endpoint,
+        "FLYTE_AWS_ACCESS_KEY_ID": "testing",
+        "FLYTE_AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def test_image_metadata_user_and_cuda_build() -> None:
+    inspect = docker("image", "inspect", IMAGE, "--format", "{{json .Config}}")
+    assert inspect.returncode == 0, inspect.stderr
+    config = json.loads(inspect.stdout)
+    assert config["User"] == IMAGE_USER
+    assert config["WorkingDir"] == "/app"
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.revision"] not in ("", "unknown")
+
+    probe = docker(
+        "run",
+        "--rm",
+        IMAGE,
+        "python",
+        "-c",
+        "import os, torch, autoe2e; "
+        "print(torch.version.cuda, os.getuid(), os.access('/app', os.W_OK), "
+        "bool(os.path.isdir('/src') and os.listdir('/src')))",
+    )
+    assert probe.returncode == 0, probe.stderr
+    cuda, uid, app_writable, has_src = probe.stdout.split()
+    assert cuda == "13.0"  # the CUDA build of torch (PyPI's default wheel), not the CPU one
+    assert uid == "10001"
+    assert app_writable == "True"  # fast registration unpacks code into the working dir
+    assert has_src == "False"  # the library is installed, no source tree left behind
+
+
+def test_mapped_prepare_episode_runs_in_the_image_like_a_pod(task_specs, tmp_path, monkeypatch):
+    spec = task_specs.task("map_prepare_episode")
+    assert spec.template.container.image == IMAGE
+    with moto_s3(monkeypatch, bucket="pod-test") as bucket:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        for i in range(2):
+            write_episode(tmp_path / "episodes", f"ep{i}", duration_s=4.0)
+        upload_tree(tmp_path / "episodes", f"{bucket}/episodes")
+        listing = staging.list_episodes(f"{bucket}/episodes")
+        staging_uri = f"{bucket}/out/{staging.STAGING_DIR}"
+        argv, inputs_uri, outputs_uri = pod_args(spec, "n1", f"{bucket}/metadata")
+        # the array node hands every subtask the whole lists and its index through env vars
+        write_inputs(
+            inputs_uri,
+            {
+                "episode_uri": (listing.episode_uris, list[str]),
+                "fingerprint": (listing.fingerprints, list[str]),
+                "config": (staging.episode_config(TINY_PREPARE), PrepareConfig),
+                "staging_uri": (staging_uri, str),
+            },
+        )
+        env = s3_env(endpoint) | {
+            "BATCH_JOB_ARRAY_INDEX_VAR_NAME": "FLYTE_K8S_ARRAY_INDEX",
+            "FLYTE_K8S_ARRAY_INDEX": "1",
+        }
+        run_pod(argv, env)
+
+        staged_uri = read_outputs(outputs_uri).literals["o0"].scalar.primitive.string_value
+        assert staged_uri.startswith(staging_uri) and "ep1" in staged_uri
+        record = json.loads(storage.read_bytes(storage.join_uri(staged_uri, staging.DONE_FILE)))
+        assert record["episode_id"] == "ep1"  # index 1 of the mapped list, as the env said
+        assert record["num_samples"] > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def artifact_serving_mlflow(tmp_path) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1 that serves artifacts itself, as the MLflow chart's server
+    does, so a container logs checkpoints over HTTP instead of into its own file system."""
+    port = _free_port()
+    log = open(tmp_path / "mlflow.log", "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            (tmp_path / "artifacts").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp_path / "mlflow.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_train_model_runs_in_the_image_like_a_pod(
+    task_specs, artifact_serving_mlflow, tmp_path, monkeypatch
+) -> None:
+    import torch
+    from mlflow import MlflowClient
+
+    from autoe2e import pipeline
+    from tasks.stages import PreparedDataset, TrainedModel
+
+    spec = task_specs.task("train_model")
+    assert spec.template.container.image == IMAGE
+    prepare = dataclasses.replace(TINY_PREPARE, workers=1)
+    with moto_s3(monkeypatch, bucket="pod-train") as bucket:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        for i in range(6):
+            write_episode(tmp_path / "episodes", f"ep{i}", duration_s=5.0)
+        upload_tree(tmp_path / "episodes", f"{bucket}/episodes")
+        prepared = pipeline.prepare_stage(f"{bucket}/episodes", f"{bucket}/out", prepare)
+        dataset = PreparedDataset(
+            manifest_uri=prepared.manifest_uri,
+            num_samples=prepared.num_samples,
+            num_episodes=prepared.num_episodes,
+            num_quarantined=len(prepared.quarantined),
+            published=prepared.published,
+        )
+        argv, inputs_uri, outputs_uri = pod_args(spec, "n3", f"{bucket}/metadata")
+        write_inputs(
+            inputs_uri,
+            {
+                "dataset": (dataset, PreparedDataset),
+                "out_uri": (f"{bucket}/out", str),
+                "model_config": (POD_MODEL, ModelConfig),
+                "train_config": (POD_TRAIN, TrainConfig),
+            },
+        )
+        env = s3_env(endpoint) | {"MLFLOW_TRACKING_URI": artifact_serving_mlflow}
+        run_pod(argv, env)
+
+        ctx = FlyteContextManager.current_context()
+        output = read_outputs(outputs_uri).literals["o0"]
+        trained: TrainedModel = TypeEngine.to_python_value(
+            ctx, Literal.from_flyte_idl(output), TrainedModel
+        )
+        assert trained.steps == POD_TRAIN.max_steps
+        assert trained.checkpoint_uri.startswith(f"{bucket}/out/runs/{trained.mlflow_run_id}/")
+        checkpoint = torch.load(
+            io.BytesIO(storage.read_bytes(trained.checkpoint_uri)),
+            weights_only=True,
+            map_location="cpu",
+        )
+        assert checkpoint
+
+    client = MlflowClient(tracking_uri=artifact_serving_mlflow)
+    run = client.get_run(trained.mlflow_run_id)
+    assert run.info.status in ("RUNNING", "FINISHED")
+    assert any(key.startswith("train/") for key in run.data.metrics), run.data.metrics
