@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo_output
 
-.PHONY: demo test lint venv clean-demo image constraints
+.PHONY: demo test lint venv clean-demo image mlflow-image constraints
 
 venv: $(VENV)/.installed
 
@@ -41,7 +41,11 @@ clean-demo:
 # IMAGE, BASE_IMAGE, PIP_CERT, BACKBONE_WEIGHTS and DOCKER are read from the environment
 # (docker/build-image.sh says what each does).
 image:
-	@docker/build-image.sh
+	@docker/build-image.sh pipeline
+
+# The MLflow tracking server image charts/mlflow runs (same settings; prints its tag).
+mlflow-image:
+	@docker/build-image.sh mlflow
 
 # Pin the image to the versions the suite passed with (after changing pyproject.toml).
 constraints: venv

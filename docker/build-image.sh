@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Build the pipeline image (docker/Dockerfile) and print its tag on the last line.
+# Build an image and print its tag on the last line.
 #
-#   docker/build-image.sh                 (what `make image` runs)
+#   docker/build-image.sh [pipeline]      docker/Dockerfile, every Flyte task (`make image`)
+#   docker/build-image.sh mlflow          docker/mlflow.Dockerfile, the tracking server that
+#                                         charts/mlflow runs (`make mlflow-image`)
 #
 # Settings (environment):
-#   IMAGE             tag to build              default autoe2e-pipeline:<version>-<git short sha>
+#   IMAGE             tag to build              default autoe2e-pipeline:<version>-<git short sha>,
+#                                               or autoe2e-mlflow:<MLflow version>
 #   BASE_IMAGE        image to build FROM       default python:3.11-slim-bookworm; when it is
 #                     neither present nor pullable, docker/build-base.sh builds a local
 #                     Debian bookworm + Python 3.11 base (needs root + debootstrap) and uses it
@@ -18,6 +21,13 @@ cd "$(dirname "$0")/.."
 docker_cli=${DOCKER:-docker}
 die() { echo "build-image: $*" >&2; exit 1; }
 
+target=${1:-pipeline}
+case $target in
+  pipeline) dockerfile=docker/Dockerfile ;;
+  mlflow) dockerfile=docker/mlflow.Dockerfile ;;
+  *) die "unknown image '$target'; use pipeline or mlflow" ;;
+esac
+
 "$docker_cli" info >/dev/null 2>&1 ||
   die "no Docker daemon at ${DOCKER_HOST:-the default socket}; start one (README: 'Building the image') and set DOCKER_HOST"
 
@@ -26,7 +36,12 @@ revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 if [[ $revision != unknown ]] && [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
   revision="$revision-dirty"
 fi
-image=${IMAGE:-autoe2e-pipeline:$version-$revision}
+if [[ $target == mlflow ]]; then
+  mlflow_version=$(sed -n 's/^ARG MLFLOW_VERSION=//p' "$dockerfile")
+  image=${IMAGE:-autoe2e-mlflow:$mlflow_version}
+else
+  image=${IMAGE:-autoe2e-pipeline:$version-$revision}
+fi
 
 # BuildKit is needed for the secret/cache mounts: buildx where installed, else the classic
 # client's built-in BuildKit (clients before 23.0; later ones insist on buildx).
@@ -51,13 +66,13 @@ if ! "$docker_cli" image inspect "$base" >/dev/null 2>&1 && ! "$docker_cli" pull
   fi
 fi
 
-args=(--file docker/Dockerfile --tag "$image"
+args=(--file "$dockerfile" --tag "$image"
   --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "GIT_REVISION=$revision")
 if [[ -n ${PIP_CERT:-} ]]; then
   [[ -r $PIP_CERT ]] || die "PIP_CERT=$PIP_CERT is not a readable file"
   args+=(--secret "id=pip_ca,src=$PIP_CERT")
 fi
-if [[ -n ${BACKBONE_WEIGHTS:-} ]]; then
+if [[ $target == pipeline && -n ${BACKBONE_WEIGHTS:-} ]]; then
   [[ -f docker/weights/$BACKBONE_WEIGHTS ]] ||
     die "BACKBONE_WEIGHTS=$BACKBONE_WEIGHTS: no such file in docker/weights/"
   args+=(--build-arg "BACKBONE_WEIGHTS=$BACKBONE_WEIGHTS")

@@ -16,7 +16,9 @@ ARG MLFLOW_VERSION=3.17.2
 # postgresql+psycopg2:// to psycopg2; both are installed so either form of URI works.
 ARG PSYCOPG_VERSION=3.3.9
 ARG PSYCOPG2_VERSION=2.9.13
+ARG GIT_REVISION=unknown
 LABEL org.opencontainers.image.title="autoe2e-mlflow" \
+      org.opencontainers.image.revision="${GIT_REVISION}" \
       org.opencontainers.image.description="MLflow tracking server with PostgreSQL and S3 support" \
       org.opencontainers.image.version="${MLFLOW_VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"

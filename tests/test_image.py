@@ -318,3 +318,95 @@ def test_train_model_runs_in_the_image_like_a_pod(
     run = client.get_run(trained.mlflow_run_id)
     assert run.info.status in ("RUNNING", "FINISHED")
     assert any(key.startswith("train/") for key in run.data.metrics), run.data.metrics
+
+
+MLFLOW_IMAGE = os.environ.get("AUTOE2E_MLFLOW_IMAGE", "").strip()
+
+
+@pytest.mark.skipif(
+    not MLFLOW_IMAGE and os.environ.get("AUTOE2E_REQUIRE_IMAGE") != "1",
+    reason="no MLflow image: `make mlflow-image`, then AUTOE2E_MLFLOW_IMAGE=<tag>",
+)
+def test_mlflow_image_runs_the_charts_server_command_as_its_pod(tmp_path, monkeypatch) -> None:
+    """charts/mlflow's container as rendered (command, args, env from its Secrets), in the
+    image it names, with the pod's securityContext: read-only root, /tmp the only writable
+    place, uid 10001. Backed by PostgreSQL and an S3 bucket (moto) on 127.0.0.1."""
+    import boto3
+    from mlflow import MlflowClient
+    from postgres_server import postgres_server, require_pg_bin
+    from test_chart_mlflow import KIND_VALUES, expand_k8s_vars, render, resolve_env
+
+    assert MLFLOW_IMAGE, "AUTOE2E_REQUIRE_IMAGE=1 needs AUTOE2E_MLFLOW_IMAGE (make mlflow-image)"
+    require_pg_bin()
+    with (
+        postgres_server(database="mlflow", user="mlflow") as postgres,
+        moto_s3(monkeypatch, bucket="mlflow-pod") as bucket,
+    ):
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        objects = render(
+            (KIND_VALUES,),
+            (f"artifacts.destination={bucket}/artifacts", f"artifacts.s3EndpointUrl={endpoint}"),
+        )
+        (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = resolve_env(
+            container,
+            {
+                ("mlflow-backend", "uri"): postgres.dsn,
+                ("mlflow-minio", "AWS_ACCESS_KEY_ID"): "testing",
+                ("mlflow-minio", "AWS_SECRET_ACCESS_KEY"): "testing",
+            },
+        )
+        argv = [expand_k8s_vars(str(a), env) for a in [*container["command"], *container["args"]]]
+        # The one local change: 127.0.0.1 and a free port on the host network, not 0.0.0.0:5000.
+        port = _free_port()
+        argv[argv.index("--host") + 1] = "127.0.0.1"
+        argv[argv.index("--port") + 1] = str(port)
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        user = f"{security['runAsUser']}:{security['runAsGroup']}"
+        name = f"autoe2e-mlflow-test-{port}"
+        env_args = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
+        started = docker(
+            "run", "--detach", "--name", name, "--network", "host", "--read-only",
+            "--tmpfs", f"/tmp:uid={security['runAsUser']},gid={security['runAsGroup']}",
+            "--user", user, "--workdir", container["workingDir"],
+            *env_args, "--entrypoint", argv[0], MLFLOW_IMAGE, *argv[1:],
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2):
+                        break
+                except OSError:
+                    alive = docker("inspect", "--format", "{{.State.Running}}", name)
+                    if alive.stdout.strip() != "true" or time.monotonic() > deadline:
+                        raise AssertionError(docker("logs", name).stderr[-3000:]) from None
+                    time.sleep(0.5)
+            client = MlflowClient(tracking_uri=url)
+            experiment = client.create_experiment("pod")
+            run = client.create_run(experiment)
+            client.log_metric(run.info.run_id, "loss", 0.5)
+            (tmp_path / "best.pt").write_bytes(b"weights")
+            # the client has no S3 access of its own: artifacts go through the server
+            for variable in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                monkeypatch.delenv(variable)
+            client.log_artifact(run.info.run_id, str(tmp_path / "best.pt"), "checkpoint")
+            assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+        finally:
+            logs = docker("logs", name)
+            docker("rm", "--force", name)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-pod")["Contents"]]
+        assert any(k.endswith("/checkpoint/best.pt") for k in keys), keys
+        assert "Traceback" not in logs.stdout + logs.stderr, logs.stderr[-3000:]
