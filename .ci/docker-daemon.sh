@@ -33,7 +33,13 @@ case $action in
       for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
       kill -9 "$pid" 2>/dev/null || true
     fi
-    rm -rf "$dir"
+    # dockerd leaves mounts behind (e.g. exec/netns/default): unmount them, deepest first,
+    # before removing the folder. Never fail: this runs from CI's exit trap.
+    if command -v findmnt >/dev/null; then
+      findmnt -rn -o TARGET | awk -v d="$dir" 'index($0, d "/") == 1' | sort -r |
+        while read -r target; do umount -l "$target" 2>/dev/null || true; done
+    fi
+    rm -rf "$dir" 2>/dev/null || echo "docker-daemon: could not remove all of $dir" >&2
     ;;
   *)
     echo "usage: docker-daemon.sh start|stop DIR" >&2

@@ -40,6 +40,7 @@ from autoe2e import storage
 from autoe2e.config import ModelConfig, PrepareConfig, TrainConfig
 from autoe2e.data import staging
 
+ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("AUTOE2E_IMAGE", "").strip()
 DOCKER = os.environ.get("DOCKER", "docker")
 #: The uid:gid docker/Dockerfile runs as (pod securityContexts name the same numbers).
@@ -410,3 +411,45 @@ def test_mlflow_image_runs_the_charts_server_command_as_its_pod(tmp_path, monkey
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-pod")["Contents"]]
         assert any(k.endswith("/checkpoint/best.pt") for k in keys), keys
         assert "Traceback" not in logs.stdout + logs.stderr, logs.stderr[-3000:]
+
+
+def test_backbone_weights_baked_from_a_local_file_load_in_the_image(tmp_path) -> None:
+    """BACKBONE_WEIGHTS=<file in docker/weights/> bakes a state dict into the image (only the
+    last layers rebuild); ModelConfig.weights_path pointing at it loads those exact tensors."""
+    import timm
+    import torch
+
+    name = f"test-backbone-{os.getpid()}.pt"
+    weights = ROOT / "docker" / "weights" / name
+    net = timm.create_model("mobilenetv3_small_050", features_only=True, pretrained=False)
+    torch.manual_seed(7)
+    for tensor in net.state_dict().values():
+        if tensor.is_floating_point():
+            tensor.normal_()
+    torch.save(net.state_dict(), weights)
+    tag = f"{IMAGE.rsplit(':', 1)[0]}:weights-test-{os.getpid()}"
+    try:
+        build = subprocess.run(
+            [str(ROOT / "docker/build-image.sh"), "pipeline"],
+            cwd=ROOT,
+            env={**os.environ, "IMAGE": tag, "BACKBONE_WEIGHTS": name},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert build.returncode == 0, build.stderr[-3000:]
+        assert build.stdout.strip().splitlines()[-1] == tag
+        probe = docker(
+            "run", "--rm", tag, "python", "-c",
+            "import torch; from autoe2e.config import ModelConfig; "
+            "from autoe2e.model.backbone import Backbone; "
+            f"b = Backbone(ModelConfig(weights_path='/opt/autoe2e/weights/{name}')); "
+            "print(float(sum(t.double().sum() for t in b.net.state_dict().values() "
+            "if t.is_floating_point())))",
+        )  # fmt: skip
+        assert probe.returncode == 0, probe.stderr[-3000:]
+        expected = sum(t.double().sum() for t in net.state_dict().values() if t.is_floating_point())
+        assert float(probe.stdout.split()[-1]) == pytest.approx(float(expected), rel=1e-9)
+    finally:
+        weights.unlink(missing_ok=True)
+        docker("image", "rm", "--force", tag)
