@@ -1,5 +1,6 @@
 # The MLflow tracking server that charts/mlflow runs (PostgreSQL backend, S3 artifacts).
 #
+#   make mlflow-image     (docker/build-image.sh mlflow), or by hand:
 #   DOCKER_BUILDKIT=1 docker build -f docker/mlflow.Dockerfile -t autoe2e-mlflow:3.17.2 .
 #   (behind an intercepting proxy add: --secret id=pip_ca,src=/path/to/ca.pem)
 #

@@ -2,6 +2,8 @@
 
 import logging
 
+from tasks import shutdown
+
 # Task pods and `pyflyte run` do not configure the library's logger; without this the progress
 # lines of prepare/train/evaluate (and quarantine warnings) would be invisible in task logs.
 _library_log = logging.getLogger("autoe2e")
@@ -11,3 +13,5 @@ if not _library_log.handlers:
     _library_log.addHandler(_handler)
     _library_log.setLevel(logging.INFO)
     _library_log.propagate = False
+
+shutdown.install()

@@ -10,7 +10,6 @@ import http.client
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,9 @@ from typing import Any
 import pytest
 from episode_factory import TINY_PREPARE, moto_s3, write_episode
 from k8s_render import CHARTS, ROOT, helm, helm_template, of_kind, tool, validate_core
+from mlflow_server import free_port
 from postgres_server import PostgresServer, postgres_server, require_pg_bin
+from tiny_configs import shard_model_config
 
 CHART = CHARTS / "mlflow"
 KIND_VALUES = CHART / "values-kind.yaml"
@@ -340,18 +341,6 @@ def test_server_dockerfile_is_hadolint_clean() -> None:
 
 
 # ------------------------------------------------------------------- the server, for real
-#: The model shape that TINY_PREPARE's samples have (32x24 frames, 2+2 frame windows).
-TINY_MODEL_KW: dict[str, Any] = dict(
-    image_width=32,
-    image_height=24,
-    map_raster_size=32,
-    embed_dim=32,
-    frame_embed_dim=24,
-    ego_history_steps=10,
-    trajectory_steps=20,
-    history_len=2,
-    future_steps=2,
-)
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -381,12 +370,6 @@ def resolve_env(container: dict[str, Any], secrets: dict[tuple[str, str], str]) 
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -414,7 +397,7 @@ def run_rendered_server(
     assert argv[0] == "mlflow"
     argv[0] = str(Path(sys.executable).with_name("mlflow"))
     # Local substitution 2: bind 127.0.0.1 on a free port, never 0.0.0.0:5000 on this machine.
-    port = _free_port()
+    port = free_port()
     host_at, port_at = argv.index("--host") + 1, argv.index("--port") + 1
     assert (argv[host_at], argv[port_at]) == ("0.0.0.0", "5000")
     argv[host_at], argv[port_at] = "127.0.0.1", str(port)
@@ -482,7 +465,7 @@ def test_rendered_server_tracks_a_training_run_in_postgres_and_s3(
     import psycopg2
     from mlflow import MlflowClient
 
-    from autoe2e.config import ModelConfig, TrainConfig
+    from autoe2e.config import TrainConfig
     from autoe2e.pipeline import prepare_stage, train_stage
 
     bucket = "mlflow"
@@ -532,7 +515,7 @@ def test_rendered_server_tracks_a_training_run_in_postgres_and_s3(
             result = train_stage(
                 prepared.manifest_uri,
                 out,
-                ModelConfig(**TINY_MODEL_KW),
+                shard_model_config(),
                 TrainConfig(
                     epochs=1,
                     max_steps=3,

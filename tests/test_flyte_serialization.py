@@ -3,11 +3,8 @@ serialise (what `pyflyte register` would send) with the declared resources."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tarfile
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 from flytekit.configuration import ImageConfig, SerializationSettings
@@ -25,7 +22,6 @@ from tasks.stages import (
 from workflows.pipeline import PREPARE_CONCURRENCY, autoe2e_pipeline, nightly_retraining
 
 IMAGE = "ghcr.io/autoe2e/autoe2e-pipeline:test"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _settings() -> SerializationSettings:
@@ -117,26 +113,10 @@ def test_workflow_and_nightly_launch_plan_compile() -> None:
 
 
 def test_pyflyte_package_builds_registrable_archive(tmp_path) -> None:
-    archive = tmp_path / "flyte-package.tgz"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "pyflyte"),
-            "--pkgs",
-            "workflows",
-            "package",
-            "--image",
-            IMAGE,
-            "--output",
-            str(archive),
-            "--force",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    with tarfile.open(archive) as tar:
+    from flyte_package import package
+
+    pkg = package(tmp_path, IMAGE)
+    with tarfile.open(pkg.archive) as tar:
         names = tar.getnames()
     assert any("autoe2e_pipeline" in n for n in names), names
     assert any("autoe2e_nightly_retraining" in n for n in names), names

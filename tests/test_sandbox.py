@@ -277,7 +277,7 @@ def test_mlflow_step_provides_what_the_mlflow_kind_values_expect(
     assert proc.returncode == 0, proc.stderr
     lines = commands(proc.stdout)
     steps = [
-        rf"docker build -f docker/mlflow\.Dockerfile -t {re.escape(image)} \.$",
+        rf"^env IMAGE={re.escape(image)} docker/build-image\.sh mlflow$",
         rf"^kind load docker-image {re.escape(image)} --name autoe2e$",
         rf"-n mlflow create secret generic {backend['existingSecret']} "
         rf"--from-file={backend['secretKey']}=",

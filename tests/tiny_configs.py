@@ -19,3 +19,21 @@ def tiny_model_config(**overrides: object) -> ModelConfig:
     )
     base.update(overrides)
     return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+def shard_model_config(**overrides: object) -> ModelConfig:
+    """The model shape of the samples `episode_factory.TINY_PREPARE` writes (32x24 frames, 2+2
+    world-model frames, 10 ego steps, 20 trajectory steps): train on real tiny shards."""
+    base: dict[str, object] = dict(
+        image_width=32,
+        image_height=24,
+        map_raster_size=32,
+        embed_dim=32,
+        frame_embed_dim=24,
+        ego_history_steps=10,
+        trajectory_steps=20,
+        history_len=2,
+        future_steps=2,
+    )
+    base.update(overrides)
+    return ModelConfig(**base)  # type: ignore[arg-type]
