@@ -277,6 +277,12 @@ class TrainConfig:
     test_fraction: float = 0.2
     log_every_steps: int = 10
     experiment: str = "autoe2e"
+    #: Warm start: weights from a checkpoint file/URI or a registered model
+    #: ("models:/autoe2e-demo@champion"); the ModelConfig must match. Empty = random init.
+    init_checkpoint: str = ""
+    #: With a models:/...@alias URI: start from scratch (with a warning) when the alias does
+    #: not exist yet, e.g. the first nightly run before any champion.
+    init_checkpoint_optional: bool = False
 
     def validate(self) -> TrainConfig:
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
@@ -319,9 +325,19 @@ class EvalConfig:
     batch_size: int = 64
     #: Horizons (seconds) at which displacement errors are reported.
     horizons_s: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 6.4])
-    #: Registration gate (upstream used ADE < 2.0 m and FDE < 4.0 m).
+    #: Promotion gate (upstream used ADE < 2.0 m and FDE < 4.0 m).
     max_ade_m: float = 2.0
     max_fde_m: float = 4.0
+    #: The model must beat constant velocity: the upper end of the 95% episode-bootstrap CI of
+    #: (model - constant velocity) ADE must be below -cv_margin_m.
+    cv_margin_m: float = 0.0
+    #: ... and the current champion, the same way on the same samples: (model - champion) ADE
+    #: CI upper end below -champion_margin_m.
+    champion_margin_m: float = 0.0
+    #: Registered model every evaluated checkpoint becomes a version of (with a tracker);
+    #: empty = "autoe2e-<ModelConfig.name>". The alias `champion` marks the promoted version,
+    #: `challenger` the latest one that was not promoted.
+    registered_model: str = ""
 
 
 def to_dict(config: Any) -> dict[str, Any]:

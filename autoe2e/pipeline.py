@@ -47,6 +47,8 @@ class PipelineSummary:
     constant_velocity_fde_m: float
     gate_passed: bool
     registered_model_version: str = ""
+    #: "champion" or "challenger": the alias this run's registered version got
+    model_alias: str = ""
     headline: list[str] = field(default_factory=list)
 
 
@@ -144,9 +146,16 @@ def summarize(
     for name, metrics in report["planner"]["baselines"].items():
         headline.append(f"{name:<19}: ADE {metrics['ade_m']:.2f} m  FDE {metrics['fde_m']:.2f} m")
     headline.append(
-        f"registration gate  : {'passed' if gate['passed'] else 'failed'} "
+        f"promotion gate     : {'passed' if gate['passed'] else 'failed'} "
         f"({'; '.join(gate.get('reasons', [])) or 'all checks passed'})"
     )
+    promotion = report.get("promotion")
+    if promotion:
+        headline.append(
+            f"champion decision  : {promotion['registered_model']} v{promotion['version']} is "
+            f"the {promotion['alias']} (champion: "
+            f"{'v' + promotion['champion'] if promotion['champion'] else 'none'})"
+        )
     return PipelineSummary(
         manifest_uri=manifest_uri,
         checkpoint_uri=checkpoint_uri,
@@ -159,6 +168,7 @@ def summarize(
         constant_velocity_fde_m=float(cv["fde_m"]),
         gate_passed=bool(gate["passed"]),
         registered_model_version=str(report.get("registered_model_version", "") or ""),
+        model_alias=str((promotion or {}).get("alias", "")),
         headline=headline,
     )
 

@@ -152,6 +152,27 @@ class Tracker:
         logger.info("registered %s version %s from run %s", name, version.version, self.run_id)
         return str(version.version)
 
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version of `name` that holds `alias`, or None (no such model or alias)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code in _MISSING:
+                return None
+            raise
+
+    def version_checkpoint(self, name: str, version: str) -> bytes:
+        """The checkpoint file a registered version points at."""
+        source = self.client.get_model_version(name, version).source
+        return checkpoint_from_artifacts(source, self.tracking_uri, f"{name} version {version}")
+
+    def set_alias(self, name: str, alias: str, version: str, tags: dict[str, str]) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -160,3 +181,53 @@ class Tracker:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.end("FAILED" if exc_type else "FINISHED")
+
+
+def checkpoint_from_artifacts(artifact_uri: str, tracking_uri: str, what: str) -> bytes:
+    """Download an artifact folder (or file) and return the one checkpoint (`*.pt`) in it."""
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri
+            )
+        )
+        files = [local] if local.is_file() else sorted(local.rglob("*.pt"))
+        if len(files) != 1:
+            raise TrackingError(
+                f"{what} ({artifact_uri}) holds {len(files)} checkpoint files, expected one .pt"
+            )
+        return files[0].read_bytes()
+
+
+#: What the registry answers for a model, version or alias that does not exist.
+_MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def registered_checkpoint(uri: str, tracking_uri: str) -> bytes | None:
+    """Bytes of the checkpoint behind `models:/<name>@<alias>` or `models:/<name>/<version>`;
+    None when that alias or version does not exist (yet)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    ref = uri.removeprefix("models:/")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = ref.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except ValueError:
+        raise TrackingError(
+            f"{uri!r} is not a registered-model URI; use models:/<name>@<alias> or "
+            "models:/<name>/<version>"
+        ) from None
+    except MlflowException as exc:
+        if exc.error_code in _MISSING:
+            logger.info("%s does not resolve at %s: %s", uri, tracking_uri, exc)
+            return None
+        raise TrackingError(f"cannot resolve {uri} at {tracking_uri}: {exc}") from exc
+    return checkpoint_from_artifacts(version.source, tracking_uri, uri)

@@ -71,16 +71,24 @@ def test_ade_fde_and_horizons_follow_the_named_convention() -> None:
         horizon_index(7.0, 0.1, 64)
 
 
-def test_gate_needs_limits_and_beating_constant_velocity() -> None:
+def test_gate_needs_limits_and_beating_constant_velocity_with_the_ci() -> None:
     cfg = EvalConfig(max_ade_m=2.0, max_fde_m=4.0)
-    good = {"model": {"ade_m": 0.5, "fde_m": 1.0}, "constant_velocity": {"ade_m": 0.8}}
-    assert gate(good, cfg)["passed"]
-    lazy = {"model": {"ade_m": 0.9, "fde_m": 1.0}, "constant_velocity": {"ade_m": 0.8}}
-    result = gate(lazy, cfg)
+    good = {"model": {"ade_m": 0.5, "fde_m": 1.0}}
+    better = {"model_minus_cv_ade_m": -0.3, "model_minus_cv_ade_ci95": [-0.5, -0.1]}
+    assert gate(good, better, cfg)["passed"]
+    # better on average, but the interval reaches 0: not shown to beat constant velocity
+    unsure = {"model_minus_cv_ade_m": -0.3, "model_minus_cv_ade_ci95": [-0.7, 0.05]}
+    result = gate(good, unsure, cfg)
     assert not result["passed"]
-    assert result["reasons"][2].startswith("FAIL: model ADE 0.900 < constant-velocity ADE 0.800")
-    far = {"model": {"ade_m": 2.5, "fde_m": 5.0}, "constant_velocity": {"ade_m": 9.0}}
-    assert [r[:4] for r in gate(far, cfg)["reasons"]] == ["FAIL", "FAIL", "PASS"]
+    assert result["reasons"][2].startswith("FAIL: model - constant velocity ADE -0.300 m")
+    # a margin: must be at least 0.2 m better at the interval's upper end
+    assert not gate(good, better, EvalConfig(cv_margin_m=0.2))["passed"]
+    # one episode: no interval, the mean decides and the text says so
+    single = {"model_minus_cv_ade_m": -0.3, "model_minus_cv_ade_ci95": None}
+    assert "no CI" in gate(good, single, cfg)["reasons"][2]
+    assert gate(good, single, cfg)["passed"]
+    far = {"model": {"ade_m": 2.5, "fde_m": 5.0}}
+    assert [r[:4] for r in gate(far, better, cfg)["reasons"]] == ["FAIL", "FAIL", "PASS"]
 
 
 def test_bootstrap_ci_resamples_episodes() -> None:
@@ -166,8 +174,7 @@ def test_evaluate_writes_report_on_the_test_split(tmp_path) -> None:
     assert model_entry["ade_m"] > 0.1 and set(model_entry) >= {"l2_1s_m", "l2_2s_m", "ci95"}
     assert report["gate"]["passed"] is False
     assert any(
-        r.startswith("FAIL: model ADE") and "constant-velocity" in r
-        for r in report["gate"]["reasons"]
+        r.startswith("FAIL: model - constant velocity ADE") for r in report["gate"]["reasons"]
     )
     jepa = report["world_model"]["jepa_l1"]
     # Identical frames: copying the last frame is a perfect predictor; zeros are not

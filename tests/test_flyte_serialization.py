@@ -173,6 +173,7 @@ NIGHTLY_ENV = {
     "AUTOE2E_NIGHTLY_EVAL_CONFIG": '{"max_ade_m": 1.5, "max_fde_m": 3.0}',
     "AUTOE2E_NIGHTLY_TRAIN_CONFIG": '{"epochs": 12}',
     "AUTOE2E_NIGHTLY_SCHEDULE": "30 2 * * *",
+    "AUTOE2E_NIGHTLY_WARM_START": "1",
 }
 
 
@@ -235,7 +236,11 @@ def test_every_task_as_registered_with_a_gpu_type(tmp_path) -> None:
     assert fixed["out_uri"].scalar.primitive.string_value == "s3://fleet-artifacts/nightly"
     gate = _python_value(fixed["eval_config"], EvalConfig)
     assert (gate.max_ade_m, gate.max_fde_m) == (1.5, 3.0)
-    assert _python_value(fixed["train_config"], TrainConfig).epochs == 12
+    nightly_train = _python_value(fixed["train_config"], TrainConfig)
+    assert nightly_train.epochs == 12
+    # warm start from the current champion of the model the nightly plan trains and registers
+    assert nightly_train.init_checkpoint == "models:/autoe2e-demo@champion"
+    assert nightly_train.init_checkpoint_optional is True
     # fixed inputs are not also offered as overridable defaults
     assert "episodes_uri" not in lp.spec.default_inputs.parameters
 
@@ -265,6 +270,7 @@ def test_cpu_only_registration_for_clusters_without_gpus(tmp_path) -> None:
         ("AUTOE2E_NIGHTLY_EVAL_CONFIG", '{"max_ade": 1}', "unknown EvalConfig field"),
         ("AUTOE2E_NIGHTLY_TRAIN_CONFIG", '{"epochs": 0}', "AUTOE2E_NIGHTLY_TRAIN_CONFIG"),
         ("AUTOE2E_NIGHTLY_SCHEDULE", "nightly", "5-field cron"),
+        ("AUTOE2E_NIGHTLY_WARM_START", "yes", "must be 1 or 0"),
         ("AUTOE2E_TRAIN_GPUS", "one", "AUTOE2E_TRAIN_GPUS"),
     ],
 )

@@ -99,6 +99,13 @@ def test_workflow_runs_end_to_end_locally(episodes: Path, tmp_path, monkeypatch)
     assert "report.json" in artifacts
     assert (out / "runs" / summary.mlflow_run_id / "summary.json").is_file()
 
+    # Every evaluated model becomes a version of one registered model, champion or challenger.
+    assert summary.model_alias in ("champion", "challenger")
+    aliased = client.get_model_version_by_alias("autoe2e-demo", summary.model_alias)
+    assert str(aliased.version) == summary.registered_model_version
+    assert aliased.run_id == summary.mlflow_run_id
+    assert report["promotion"]["alias"] == summary.model_alias
+
 
 def _sets(flag: str, config: object, base: object) -> list[str]:
     """CLI `--x-set field=value` flags for the fields where `config` differs from `base`."""

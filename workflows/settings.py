@@ -9,16 +9,21 @@ optionally, training settings). Bad values fail the registration, naming the var
   AUTOE2E_NIGHTLY_EVAL_CONFIG    EvalConfig as JSON, e.g. '{"max_ade_m": 1.5, "max_fde_m": 3.0}'
   AUTOE2E_NIGHTLY_TRAIN_CONFIG   TrainConfig as JSON, e.g. '{"epochs": 20}'
   AUTOE2E_NIGHTLY_SCHEDULE       cron expression (UTC)  (default "0 3 * * *")
+  AUTOE2E_NIGHTLY_WARM_START     1 = start each night from the registered champion
+                                 (models:/<registered model>@champion; from scratch while there
+                                 is none yet)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from autoe2e.config import ConfigError, EvalConfig, TrainConfig, from_dict
+from autoe2e.config import ConfigError, EvalConfig, ModelConfig, TrainConfig, from_dict
+from autoe2e.evaluation.promotion import CHAMPION, registered_name
 
 T = TypeVar("T")
 
@@ -68,10 +73,28 @@ def nightly_settings() -> NightlySettings:
             f"AUTOE2E_NIGHTLY_SCHEDULE={schedule!r} is not a 5-field cron expression; "
             "e.g. '0 3 * * *'"
         )
+    eval_config = _json_config("AUTOE2E_NIGHTLY_EVAL_CONFIG", EvalConfig)
+    train_config = _json_config("AUTOE2E_NIGHTLY_TRAIN_CONFIG", TrainConfig)
+    warm = os.environ.get("AUTOE2E_NIGHTLY_WARM_START", "").strip().lower()
+    if warm not in ("", "0", "1", "false", "true"):
+        raise ConfigError(f"AUTOE2E_NIGHTLY_WARM_START={warm!r} must be 1 or 0")
+    if warm in ("1", "true"):
+        if train_config.init_checkpoint:
+            raise ConfigError(
+                "AUTOE2E_NIGHTLY_WARM_START=1 and AUTOE2E_NIGHTLY_TRAIN_CONFIG's init_checkpoint "
+                "both choose the initial weights; set one of them"
+            )
+        # the launch plan trains the default ModelConfig, so that is the model registered
+        name = registered_name(eval_config, ModelConfig().name)
+        train_config = dataclasses.replace(
+            train_config,
+            init_checkpoint=f"models:/{name}@{CHAMPION}",
+            init_checkpoint_optional=True,
+        )
     return NightlySettings(
         episodes_uri=_uri("AUTOE2E_EPISODES_URI", defaults.episodes_uri),
         out_uri=_uri("AUTOE2E_NIGHTLY_OUT_URI", defaults.out_uri),
         schedule=schedule,
-        eval_config=_json_config("AUTOE2E_NIGHTLY_EVAL_CONFIG", EvalConfig),
-        train_config=_json_config("AUTOE2E_NIGHTLY_TRAIN_CONFIG", TrainConfig),
+        eval_config=eval_config,
+        train_config=train_config,
     )

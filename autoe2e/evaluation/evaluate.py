@@ -6,12 +6,14 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from autoe2e import storage
 from autoe2e.config import EvalConfig
 from autoe2e.evaluation.collect import collect
+from autoe2e.evaluation.promotion import promote
 from autoe2e.evaluation.report import build_report
 from autoe2e.model import load_model
 from autoe2e.training.runtime import DatasetFactory, autocast_dtype, shard_dataset_factory
@@ -36,8 +38,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Write `<out_uri>/report.json` and return it. `episodes=None` = the checkpoint's test split.
 
-    With a tracker, metrics go to its run, the report is an artifact, and the checkpoint is
-    registered as `autoe2e-<model name>` when the gate passes.
+    With a tracker, metrics go to its run, the report is an artifact, and the checkpoint becomes
+    a new version of the registered model, aliased `champion` when it passes the gate (which
+    then includes beating the current champion on these samples) or `challenger`.
     """
     model, extra = load_model(storage.read_bytes(checkpoint_uri), source=checkpoint_uri)
     if episodes is None:
@@ -62,10 +65,19 @@ def evaluate(
         logger.warning("evaluating on training episodes %s: numbers are not held-out", leaked)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    loader = DataLoader(dataset, batch_size=eval_cfg.batch_size, shuffle=False)
+    horizons = list(eval_cfg.horizons_s)
     amp = autocast_dtype("auto", device)
-    collected = collect(model, loader, device, list(eval_cfg.horizons_s), autocast_dtype=amp)
+
+    def score(candidate: torch.nn.Module, frames: bool) -> Any:
+        data = (
+            dataset
+            if frames == model.cfg.use_world_model
+            else factory(manifest_uri, episodes, frames)
+        )
+        loader = DataLoader(data, batch_size=eval_cfg.batch_size, shuffle=False)
+        return collect(candidate.to(device), loader, device, horizons, autocast_dtype=amp)
+
+    collected = score(model, model.cfg.use_world_model)
     report = build_report(collected, eval_cfg)
     report.update(
         {
@@ -84,15 +96,41 @@ def evaluate(
     report_uri = storage.join_uri(out_uri, REPORT_NAME)
     report["report_uri"] = report_uri
     if tracking is not None:
-        report["registered_model_version"] = _track(
-            tracking, report, model.cfg.name, checkpoint_uri
+
+        def score_champion(data: bytes) -> np.ndarray:
+            champion, champion_extra = load_model(data, source="current champion")
+            cameras = champion_extra.get("cameras")
+            if cameras is not None and list(cameras) != list(dataset.cameras):
+                raise EvaluationError(f"it was trained on cameras {cameras}")
+            scored = score(champion, champion.cfg.use_world_model)
+            return np.asarray(scored.planners["model"]["ade"], dtype=np.float64)
+
+        _log_evaluation(tracking, report, checkpoint_uri)
+        report["promotion"] = promote(
+            tracking,
+            report,
+            eval_cfg,
+            model.cfg.name,
+            score_champion,
+            np.asarray(collected.planners["model"]["ade"], dtype=np.float64),
+            np.asarray(collected.episode_ids),
         )
+        report["registered_model_version"] = report["promotion"]["version"]
+        tracking.set_tags(
+            {
+                "gate_passed": report["gate"]["passed"],
+                "stage": "evaluate",
+                "promotion": report["promotion"]["alias"],
+            }
+        )
+        tracking.log_dict(REPORT_NAME, report)
     storage.write_bytes(report_uri, json.dumps(report, indent=2, sort_keys=True).encode())
     logger.info("evaluation: gate %s, report %s", report["gate"]["passed"], report_uri)
     return report
 
 
-def _track(tracker: Any, report: dict[str, Any], name: str, checkpoint_uri: str) -> str | None:
+def _log_evaluation(tracker: Any, report: dict[str, Any], checkpoint_uri: str) -> None:
+    """Test metrics to the run, and the checkpoint as its artifact (what a version points at)."""
     metrics: dict[str, float] = {}
     entries = {"model": report["planner"]["model"], **report["planner"]["baselines"]}
     for planner, entry in entries.items():
@@ -103,11 +141,6 @@ def _track(tracker: Any, report: dict[str, Any], name: str, checkpoint_uri: str)
         if value is not None:
             metrics[f"test/jepa_l1/{predictor}"] = value
     tracker.log_metrics(metrics, step=int(report.get("trained_steps") or 0))
-    tracker.set_tags({"gate_passed": report["gate"]["passed"], "stage": "evaluate"})
-    tracker.log_dict(REPORT_NAME, report)
-    if not report["gate"]["passed"]:
-        return None
     if not tracker.has_artifact("checkpoint"):
         name_in_run = checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]
         tracker.log_artifact_bytes(name_in_run, storage.read_bytes(checkpoint_uri), "checkpoint")
-    return tracker.register_model(f"autoe2e-{name}", artifact_path="checkpoint")

@@ -1,5 +1,5 @@
 """Aggregate per-sample errors into the evaluation report: means, episode-bootstrap CIs,
-speed bins, world-model baselines and the registration gate."""
+speed bins, world-model baselines and the promotion gate."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def build_report(collected: Collected, eval_cfg: EvalConfig) -> dict[str, Any]:
         "by_speed": by_speed,
         "per_episode": per_episode,
         "world_model": world_model,
-        "gate": gate(planners, eval_cfg),
+        "gate": gate(planners, comparisons, eval_cfg),
     }
 
 
@@ -119,18 +119,44 @@ def _lt(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and a < b
 
 
-def gate(planners: dict[str, Any], eval_cfg: EvalConfig) -> dict[str, Any]:
-    """Register only if ADE/FDE are under the limits AND the model beats constant velocity."""
-    model, cv = planners["model"], planners["constant_velocity"]
-    ade, fde, cv_ade = model.get("ade_m"), model.get("fde_m"), cv.get("ade_m")
+def paired_check(
+    label: str, mean: float | None, ci: list[float] | None, margin: float
+) -> tuple[bool, str]:
+    """Model beats `label` when the 95% CI of the paired (model - other) ADE lies below -margin.
+
+    With fewer than 2 episodes there is no interval and the mean decides (said in the text).
+    """
+    bound = ci[1] if ci else mean
+    where = f"95% CI [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "no CI (< 2 episodes), mean"
+    ok = bound is not None and bound < -margin
+    return ok, f"model - {label} ADE {_fmt(mean)} m, {where} < -{margin} m"
+
+
+def gate(
+    planners: dict[str, Any], comparisons: dict[str, Any], eval_cfg: EvalConfig
+) -> dict[str, Any]:
+    """Promotion checks: ADE/FDE under the limits AND the model beats constant velocity with the
+    CI (evaluation adds the check against the current champion)."""
+    model = planners["model"]
+    ade, fde = model.get("ade_m"), model.get("fde_m")
     checks = [
         (_lt(ade, eval_cfg.max_ade_m), f"model ADE {_fmt(ade)} < max_ade_m {eval_cfg.max_ade_m} m"),
         (_lt(fde, eval_cfg.max_fde_m), f"model FDE {_fmt(fde)} < max_fde_m {eval_cfg.max_fde_m} m"),
-        (_lt(ade, cv_ade), f"model ADE {_fmt(ade)} < constant-velocity ADE {_fmt(cv_ade)} m"),
+        paired_check(
+            "constant velocity",
+            comparisons["model_minus_cv_ade_m"],
+            comparisons["model_minus_cv_ade_ci95"],
+            eval_cfg.cv_margin_m,
+        ),
     ]
+    return gate_from_checks(checks, eval_cfg)
+
+
+def gate_from_checks(checks: list[tuple[bool, str]], eval_cfg: EvalConfig) -> dict[str, Any]:
     return {
         "passed": all(ok for ok, _ in checks),
         "reasons": [("PASS: " if ok else "FAIL: ") + text for ok, text in checks],
+        "checks": [[ok, text] for ok, text in checks],
         "max_ade_m": eval_cfg.max_ade_m,
         "max_fde_m": eval_cfg.max_fde_m,
     }

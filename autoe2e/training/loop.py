@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +22,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from autoe2e import storage
 from autoe2e.config import ConfigError, ModelConfig, TrainConfig, to_dict
 from autoe2e.evaluation.collect import collect, nanmean, to_device
-from autoe2e.model import AutoE2E, checkpoint_bytes, ema_momentum
+from autoe2e.model import AutoE2E, checkpoint_bytes, ema_momentum, load_into
 from autoe2e.splits import split_episodes
 from autoe2e.training import distributed
 from autoe2e.training.losses import jepa_l1_per_step, trajectory_l1
 from autoe2e.training.runtime import DatasetFactory, autocast_dtype, shard_dataset_factory
 from autoe2e.training.schedule import lr_factor, progress
+from autoe2e.training.warm_start import initial_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,23 @@ def train(
         val_subset, train_cfg, False, distributed.DistInfo(0, 1, 0, info.device), 0
     )
 
-    model = AutoE2E(model_cfg).to(info.device)
+    model = AutoE2E(model_cfg)
+    if train_cfg.init_checkpoint:
+        tracking_uri = getattr(tracking, "tracking_uri", None) or os.environ.get(
+            "MLFLOW_TRACKING_URI"
+        )
+        data = initial_checkpoint(
+            train_cfg.init_checkpoint, train_cfg.init_checkpoint_optional, tracking_uri
+        )
+        if data is not None:
+            init_extra = load_into(model, data, source=train_cfg.init_checkpoint)
+            logger.info(
+                "warm start from %s (trained %s steps, val ADE %s m)",
+                train_cfg.init_checkpoint,
+                init_extra.get("step"),
+                init_extra.get("val_ade_m"),
+            )
+    model = model.to(info.device)
     core = model
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(  # type: ignore[assignment]
