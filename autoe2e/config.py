@@ -276,6 +276,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     log_every_steps: int = 10
+    #: Save a resumable checkpoint every N optimizer steps (and always at the end); 0 = only at
+    #: the end. A restarted run continues from the newest one.
+    checkpoint_every_steps: int = 100
     experiment: str = "autoe2e"
     #: Warm start: weights from a checkpoint file/URI or a registered model
     #: ("models:/autoe2e-demo@champion"); the ModelConfig must match. Empty = random init.
@@ -287,6 +290,12 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _require(
+            self.checkpoint_every_steps >= 0,
+            "checkpoint_every_steps",
+            self.checkpoint_every_steps,
+            ">= 0 (0 = only at the end)",
+        )
         _require(self.grad_accum_steps >= 1, "grad_accum_steps", self.grad_accum_steps, ">= 1")
         _require(self.lr > 0, "lr", self.lr, "> 0")
         _require(

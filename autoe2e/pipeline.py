@@ -6,6 +6,8 @@ Layout under OUT_URI (local path or s3://)::
     runs/<mlflow run id>/training/...            checkpoints of that training run
     runs/<mlflow run id>/evaluation/report.json  held-out metrics vs baselines
     runs/<mlflow run id>/summary.json            where everything is, plus the headline numbers
+    training-in-progress.json                    the run a restarted `train` resumes (removed
+                                                 when training finishes)
     mlflow/                                      embedded MLflow store (only when OUT_URI is local
                                                  and MLFLOW_TRACKING_URI is unset)
 """
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoe2e import storage
-from autoe2e.config import EvalConfig, ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.config import ConfigError, EvalConfig, ModelConfig, PrepareConfig, TrainConfig
 from autoe2e.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ MLFLOW_DIR = "mlflow"
 TRAINING_DIR = "training"
 EVALUATION_DIR = "evaluation"
 SUMMARY_FILE = "summary.json"
+IN_PROGRESS_FILE = "training-in-progress.json"
 
 
 @dataclass
@@ -92,16 +95,51 @@ def prepare_stage(episodes_uri: str, out_uri: str, config: PrepareConfig):
 def train_stage(
     manifest_uri: str, out_uri: str, model_config: ModelConfig, train_config: TrainConfig
 ):
-    from autoe2e.training import train
+    """Train into a new MLflow run, or continue the unfinished one OUT_URI records.
 
-    tracker = open_tracker(out_uri, experiment=train_config.experiment)
-    return train(
+    A preempted pod or a killed `autoe2e train` leaves `OUT_URI/training-in-progress.json`
+    (its MLflow run id, manifest and configs); the next call with the same manifest and configs
+    reuses that run and its training folder, where `train` resumes from the newest checkpoint.
+    Other configs are refused with the fields named; another manifest starts a new run.
+    """
+    from autoe2e.training import train
+    from autoe2e.training.checkpointing import config_differences, identity
+
+    model_config.validate()
+    train_config.validate()
+    marker_uri = storage.join_uri(out_uri, IN_PROGRESS_FILE)
+    wanted = identity(model_config, train_config)
+    run_id = None
+    if storage.exists(marker_uri):
+        marker = json.loads(storage.read_bytes(marker_uri))
+        if marker["manifest_uri"] != manifest_uri:
+            log.warning(
+                "%s records run %s on another dataset (%s); starting a new run",
+                marker_uri, marker["run_id"], marker["manifest_uri"],
+            )  # fmt: skip
+        else:
+            differences = config_differences(marker["identity"], wanted)
+            if differences:
+                raise ConfigError(
+                    f"{out_uri} holds the unfinished training run {marker['run_id']} with other "
+                    f"settings ({'; '.join(differences)}); rerun with those settings to resume "
+                    f"it, train into another OUT_URI, or delete {marker_uri} to start over"
+                )
+            run_id = marker["run_id"]
+            log.info("resuming training run %s recorded in %s", run_id, marker_uri)
+    tracker = open_tracker(out_uri, experiment=train_config.experiment, run_id=run_id)
+    if run_id is None:
+        marker = {"run_id": tracker.run_id, "manifest_uri": manifest_uri, "identity": wanted}
+        storage.write_bytes(marker_uri, json.dumps(marker, sort_keys=True).encode())
+    result = train(
         manifest_uri,
         storage.join_uri(run_uri(out_uri, tracker.run_id), TRAINING_DIR),
-        model_config.validate(),
-        train_config.validate(),
+        model_config,
+        train_config,
         tracking=tracker,
     )
+    storage.delete(marker_uri)
+    return result
 
 
 def evaluate_stage(

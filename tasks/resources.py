@@ -28,12 +28,14 @@ LIST_RESOURCES = Resources(cpu="1", mem="1Gi")
 TRAIN_SHARED_MEMORY = "8Gi"
 #: Transient storage / spot failures are retried; user errors fail on the first attempt anyway.
 RETRIES = 2
-#: Data preparation runs on spot capacity: every episode is staged under a content-addressed
-#: folder whose `staged.json` is written last, and publishing is create-only, so a preempted pod
-#: is simply retried. Training and evaluation stay on on-demand nodes (and training carries
-#: karpenter.sh/do-not-disrupt) until training can resume from a checkpoint.
+#: Spot capacity where a preempted pod loses nothing: every episode is staged under a
+#: content-addressed folder whose `staged.json` is written last and publishing is create-only;
+#: training checkpoints every `checkpoint_every_steps` and a retried attempt resumes the run that
+#: OUT_URI records (`pipeline.train_stage`). Evaluation stays on on-demand nodes: a retried
+#: attempt would register a second model version.
 PREPARE_INTERRUPTIBLE = True
-TRAIN_INTERRUPTIBLE = False
+TRAIN_INTERRUPTIBLE = True
+EVALUATE_INTERRUPTIBLE = False
 
 
 def train_gpus() -> int:

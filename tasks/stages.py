@@ -18,6 +18,7 @@ from autoe2e.contract import CONTRACT_VERSION
 from autoe2e.data import staging
 from autoe2e.data.schema import SCHEMA_VERSION
 from tasks.resources import (
+    EVALUATE_INTERRUPTIBLE,
     EVALUATE_LIMITS,
     EVALUATE_REQUESTS,
     LIST_RESOURCES,
@@ -138,7 +139,11 @@ def publish_dataset(
 def train_model(
     dataset: PreparedDataset, out_uri: str, model_config: ModelConfig, train_config: TrainConfig
 ) -> TrainedModel:
-    """Train the reactive planner + world model; curves and checkpoints go to MLflow."""
+    """Train the reactive planner + world model; curves and checkpoints go to MLflow.
+
+    Interruptible: a retried attempt (spot preemption) resumes from the newest checkpoint of
+    the run OUT_URI records instead of starting over.
+    """
     result = pipeline.train_stage(dataset.manifest_uri, out_uri, model_config, train_config)
     return TrainedModel(
         checkpoint_uri=result.checkpoint_uri,
@@ -153,7 +158,7 @@ def train_model(
     limits=EVALUATE_LIMITS,
     accelerator=gpu_accelerator(),
     retries=RETRIES,
-    interruptible=TRAIN_INTERRUPTIBLE,
+    interruptible=EVALUATE_INTERRUPTIBLE,
 )
 def evaluate_model(
     dataset: PreparedDataset, model: TrainedModel, out_uri: str, eval_config: EvalConfig

@@ -209,10 +209,12 @@ def test_every_task_as_registered_with_a_gpu_type(tmp_path) -> None:
         # data prep is idempotent (content-addressed staging, create-only publish): spot is fine
         assert pkg.task(name).template.metadata.interruptible is True, name
 
+    # training resumes from its checkpoints, so spot is fine; a retried evaluation would
+    # register a second version, so it stays on-demand
+    assert pkg.task("train_model").template.metadata.interruptible is True
+    assert pkg.task("evaluate_model").template.metadata.interruptible is False
     for name in ("train_model", "evaluate_model"):
         template = pkg.task(name).template
-        # no resume from a checkpoint yet: training stays on on-demand capacity
-        assert template.metadata.interruptible is False, name
         res = template.container.resources
         gpu = 2  # flyteidl Resources.ResourceName.GPU
         assert [r.value for r in res.limits if r.name == gpu] == ["1"], name

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from autoe2e import storage
 from autoe2e.config import ConfigError, ModelConfig, TrainConfig, to_dict
@@ -25,14 +25,23 @@ from autoe2e.evaluation.collect import collect, nanmean, to_device
 from autoe2e.model import AutoE2E, checkpoint_bytes, ema_momentum, load_into
 from autoe2e.splits import split_episodes
 from autoe2e.training import distributed
+from autoe2e.training.checkpointing import (
+    CheckpointManager,
+    identity,
+    rng_state,
+    set_rng_state,
+)
 from autoe2e.training.losses import jepa_l1_per_step, trajectory_l1
 from autoe2e.training.runtime import DatasetFactory, autocast_dtype, shard_dataset_factory
+from autoe2e.training.sampler import EpochSampler
 from autoe2e.training.schedule import lr_factor, progress
 from autoe2e.training.warm_start import initial_checkpoint
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "best.pt"
+#: The weights at the end of training, next to the best-on-validation ones.
+LAST_NAME = "last.pt"
 #: Per-epoch validation uses every n-th val sample. Consecutive 10 Hz samples are near
 #: duplicates, and validation time counts against the CPU demo's wall-clock budget: a full pass
 #: (452 samples x 36 image encodings) costs ~12 s per epoch on one core, every 4th sample ~3 s,
@@ -53,19 +62,14 @@ class TrainResult:
 def _loader(
     ds: Dataset, cfg: TrainConfig, shuffle: bool, info: distributed.DistInfo, seed: int
 ) -> DataLoader:
-    sampler = (
-        DistributedSampler(ds, info.world_size, info.rank, shuffle=shuffle, seed=seed)
-        if info.enabled
-        else None
-    )
-    generator = torch.Generator().manual_seed(seed)
+    """Batches in an order that depends only on (seed, epoch), so a resumed run can skip
+    exactly the samples the interrupted one consumed (EpochSampler)."""
+    sampler = EpochSampler(len(ds), seed, info.rank, info.world_size, shuffle=shuffle)  # type: ignore[arg-type]
     return DataLoader(
         ds,
         batch_size=cfg.batch_size,
-        shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=cfg.num_workers,
-        generator=generator,
         pin_memory=info.device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
         drop_last=False,
@@ -123,7 +127,12 @@ def train(
     )
 
     model = AutoE2E(model_cfg)
-    if train_cfg.init_checkpoint:
+    manager = CheckpointManager(out_uri)
+    if info.is_main:
+        storage.check_writable(out_uri)  # before the first step, not after an hour of training
+    run_identity = identity(model_cfg, train_cfg)
+    resumed = manager.latest(run_identity)
+    if train_cfg.init_checkpoint and resumed is None:
         tracking_uri = getattr(tracking, "tracking_uri", None) or os.environ.get(
             "MLFLOW_TRACKING_URI"
         )
@@ -150,35 +159,78 @@ def train(
         core.trainable_parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
     )
     amp = autocast_dtype(train_cfg.precision, info.device)
-    updates_per_epoch = math.ceil(len(train_loader) / train_cfg.grad_accum_steps)
+    updates_per_epoch = math.ceil(
+        math.ceil(len(train_ds) / info.world_size / train_cfg.batch_size)
+        / train_cfg.grad_accum_steps
+    )
     total_steps = train_cfg.epochs * updates_per_epoch
     if train_cfg.max_steps:
         total_steps = min(total_steps, train_cfg.max_steps)
     use_jepa = model_cfg.use_world_model and train_cfg.jepa_weight > 0
 
+    best_ade = float("inf")
+    best_metrics: dict[str, float] = {}
+    step, start_epoch, skip_batches, spent_s = 0, 0, 0, 0.0
+    if resumed is not None:
+        resumed_uri, state = resumed
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, start_epoch, skip_batches = state["step"], state["epoch"], state["epoch_batches"]
+        best_ade, best_metrics = state["best_ade"], dict(state["best_metrics"])
+        spent_s = state["elapsed_s"]
+        set_rng_state(state["rng"])
+        logger.info(
+            "resuming from %s: step %d, epoch %d after %d batches",
+            resumed_uri,
+            step,
+            start_epoch,
+            skip_batches,
+        )
+
+    def train_state(epoch: int, epoch_batches: int, elapsed_s: float) -> dict[str, Any]:
+        return {
+            "identity": run_identity,
+            "model": core.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "epoch_batches": epoch_batches,
+            "best_ade": best_ade,
+            "best_metrics": best_metrics,
+            "elapsed_s": elapsed_s,
+            "rng": rng_state(),
+        }
+
     tracker = tracking if info.is_main else None
     if tracker is not None:
-        tracker.log_params(_flat_params(model_cfg, train_cfg))
+        if resumed is None:
+            tracker.log_params(_flat_params(model_cfg, train_cfg))
+        else:  # the first attempt logged them; MLflow refuses to change a logged value
+            tracker.set_tags({"resumed_from_step": str(step)})
         tracker.set_tags(
             {"stage": "train", "manifest_uri": manifest_uri, "cameras": ",".join(cameras)}
         )
 
     checkpoint_uri = storage.join_uri(out_uri, CHECKPOINT_NAME)
-    best_ade = float("inf")
-    best_metrics: dict[str, float] = {}
-    step = 0
-    start = time.monotonic()
+    start = time.monotonic() - spent_s
     stop = False
     last: dict[str, float] = {}
-    for epoch in range(train_cfg.epochs):
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+    sampler: EpochSampler = train_loader.sampler  # type: ignore[assignment]
+    batches_per_epoch = math.ceil(sampler.per_rank / train_cfg.batch_size)
+    #: where a resumed run would continue: (epoch, batches of it consumed)
+    position = (start_epoch, skip_batches)
+    for epoch in range(start_epoch, train_cfg.epochs):
+        skip = skip_batches if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip * train_cfg.batch_size)
         model.train()
         optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "traj_l1": 0.0, "jepa_l1": 0.0}
         horizon = _HorizonMeans(model_cfg.future_steps)
         micro = 0
-        for i, raw in enumerate(train_loader):
+        for j, raw in enumerate(train_loader):
+            if train_cfg.max_steps and step >= train_cfg.max_steps:
+                stop = True  # a resumed run that had already finished its steps
+                break
+            i = j + skip  # the batch's position in the whole epoch
             batch = to_device(raw, info.device)
             with torch.autocast(
                 info.device.type, dtype=amp or torch.float32, enabled=amp is not None
@@ -205,7 +257,7 @@ def train(
             sums["loss"] += float(loss.detach())
             sums["traj_l1"] += float(traj.detach())
             sums["jepa_l1"] += float(jepa.detach())
-            boundary = (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == len(train_loader)
+            boundary = (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == batches_per_epoch
             if not boundary:
                 continue
             frac = progress(step, total_steps, time.monotonic() - start, train_cfg.time_budget_s)
@@ -244,6 +296,10 @@ def train(
                 sums = dict.fromkeys(sums, 0.0)
                 horizon = _HorizonMeans(model_cfg.future_steps)
                 micro = 0
+            position = (epoch, i + 1)
+            every = train_cfg.checkpoint_every_steps
+            if info.is_main and every and step % every == 0:
+                manager.save(step, train_state(*position, time.monotonic() - start))
             elapsed = time.monotonic() - start
             if (train_cfg.max_steps and step >= train_cfg.max_steps) or (
                 train_cfg.time_budget_s and elapsed >= train_cfg.time_budget_s
@@ -275,14 +331,32 @@ def train(
         distributed.barrier(info)
         if stop:
             break
+        position = (epoch + 1, 0)
 
     result_metrics = {**last, **{f"best_{k}": v for k, v in best_metrics.items()}}
     result_metrics["train/steps"] = float(step)
     result_metrics["train/wall_s"] = time.monotonic() - start
     run_id = tracker.run_id if tracker is not None else None
     if info.is_main:
+        manager.save(step, train_state(*position, time.monotonic() - start))
+        last_uri = storage.join_uri(out_uri, LAST_NAME)
+        storage.write_bytes(
+            last_uri,
+            checkpoint_bytes(
+                core,
+                {
+                    "step": step,
+                    "split": split,
+                    "cameras": cameras,
+                    "manifest_uri": manifest_uri,
+                    "train_config": to_dict(train_cfg),
+                    "run_id": run_id,
+                },
+            ),
+        )
         summary = {
             "checkpoint_uri": checkpoint_uri,
+            "last_uri": last_uri,
             "run_id": run_id,
             "split": split,
             "metrics": result_metrics,
@@ -295,6 +369,9 @@ def train(
             tracker.log_metrics({"train/wall_s": result_metrics["train/wall_s"]}, step=step)
             tracker.log_artifact_bytes(
                 CHECKPOINT_NAME, storage.read_bytes(checkpoint_uri), artifact_path="checkpoint"
+            )
+            tracker.log_artifact_bytes(
+                LAST_NAME, storage.read_bytes(last_uri), artifact_path="last"
             )
             tracker.log_dict(SUMMARY_NAME, summary)
     distributed.teardown(info)
