@@ -279,6 +279,9 @@ class TrainConfig:
     #: Save a resumable checkpoint every N optimizer steps (and always at the end); 0 = only at
     #: the end. A restarted run continues from the newest one.
     checkpoint_every_steps: int = 100
+    #: Optimizer steps with a non-finite loss or gradient are skipped (and counted); this many
+    #: in a row abort training with an error naming the step and the last good checkpoint.
+    max_nonfinite_steps: int = 5
     experiment: str = "autoe2e"
     #: Warm start: weights from a checkpoint file/URI or a registered model
     #: ("models:/autoe2e-demo@champion"); the ModelConfig must match. Empty = random init.
@@ -290,6 +293,9 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _require(
+            self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, ">= 1"
+        )
         _require(
             self.checkpoint_every_steps >= 0,
             "checkpoint_every_steps",

@@ -102,12 +102,41 @@ def train_stage(
     reuses that run and its training folder, where `train` resumes from the newest checkpoint.
     Other configs are refused with the fields named; another manifest starts a new run.
     """
-    from autoe2e.training import train
-    from autoe2e.training.checkpointing import config_differences, identity
+    from autoe2e.training import distributed, train
 
     model_config.validate()
     train_config.validate()
+    # Under torchrun / Flyte's Elastic every rank calls this: rank 0 owns the MLflow run and
+    # the in-progress record, the others learn the run id from it.
+    info = distributed.setup()
     marker_uri = storage.join_uri(out_uri, IN_PROGRESS_FILE)
+    tracker = None
+    run_id = None
+    if info.is_main:
+        tracker = _resumable_tracker(out_uri, marker_uri, manifest_uri, model_config, train_config)
+        run_id = tracker.run_id
+    run_id = str(distributed.broadcast(run_id, info))
+    result = train(
+        manifest_uri,
+        storage.join_uri(run_uri(out_uri, run_id), TRAINING_DIR),
+        model_config,
+        train_config,
+        tracking=tracker,
+    )
+    if info.is_main:
+        storage.delete(marker_uri)
+    return result
+
+
+def _resumable_tracker(
+    out_uri: str,
+    marker_uri: str,
+    manifest_uri: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+) -> Tracker:
+    from autoe2e.training.checkpointing import config_differences, identity
+
     wanted = identity(model_config, train_config)
     run_id = None
     if storage.exists(marker_uri):
@@ -131,15 +160,7 @@ def train_stage(
     if run_id is None:
         marker = {"run_id": tracker.run_id, "manifest_uri": manifest_uri, "identity": wanted}
         storage.write_bytes(marker_uri, json.dumps(marker, sort_keys=True).encode())
-    result = train(
-        manifest_uri,
-        storage.join_uri(run_uri(out_uri, tracker.run_id), TRAINING_DIR),
-        model_config,
-        train_config,
-        tracking=tracker,
-    )
-    storage.delete(marker_uri)
-    return result
+    return tracker
 
 
 def evaluate_stage(

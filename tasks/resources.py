@@ -14,6 +14,7 @@ import os
 
 from flytekit import Resources
 from flytekit.extras import accelerators
+from flytekitplugins.kfpytorch import Elastic
 
 #: One episode per mapped pod: one decode thread per CPU (cameras decoded concurrently), the
 #: episode's videos on disk and its tables in RAM.
@@ -48,6 +49,39 @@ def train_gpus() -> int:
     if not raw.isdigit():
         raise ValueError(f"AUTOE2E_TRAIN_GPUS={raw!r} is not a whole number; e.g. 1, or 0 on kind")
     return int(raw)
+
+
+def _positive_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} is not a positive integer")
+    return int(raw)
+
+
+def train_elastic() -> Elastic | None:
+    """PyTorch Elastic for the train task: AUTOE2E_TRAIN_NNODES nodes (default 1) x
+    AUTOE2E_TRAIN_NPROC processes each (default one per GPU of the pod), read at registration.
+
+    None for a single process: Elastic would only add a spawned child around the same work.
+    nnodes > 1 becomes a Kubeflow PyTorchJob (the training operator must run in the cluster).
+    """
+    nnodes = _positive_env("AUTOE2E_TRAIN_NNODES", 1)
+    nproc = _positive_env("AUTOE2E_TRAIN_NPROC", max(train_gpus(), 1))
+    if nnodes * nproc == 1:
+        return None
+    return Elastic(nnodes=nnodes, nproc_per_node=nproc)
+
+
+def train_launch_env() -> dict[str, str]:
+    """The train task's launch settings as container environment variables.
+
+    With one node, Elastic leaves no trace in the task spec: the pod re-imports this module and
+    reads these variables to decide how many processes to start, so they must travel with the
+    task (`@task(environment=...)`) instead of depending on the pod's environment.
+    """
+    nnodes = _positive_env("AUTOE2E_TRAIN_NNODES", 1)
+    nproc = _positive_env("AUTOE2E_TRAIN_NPROC", max(train_gpus(), 1))
+    return {"AUTOE2E_TRAIN_NNODES": str(nnodes), "AUTOE2E_TRAIN_NPROC": str(nproc)}
 
 
 def _gpu_resources(cpu: str, mem: str, **extra: str) -> tuple[Resources, Resources | None]:

@@ -32,6 +32,8 @@ from tasks.resources import (
     TRAIN_REQUESTS,
     TRAIN_SHARED_MEMORY,
     gpu_accelerator,
+    train_elastic,
+    train_launch_env,
 )
 
 
@@ -134,6 +136,8 @@ def publish_dataset(
     accelerator=gpu_accelerator(),
     retries=RETRIES,
     interruptible=TRAIN_INTERRUPTIBLE,
+    task_config=train_elastic(),
+    environment=train_launch_env(),
     annotations={"karpenter.sh/do-not-disrupt": "true"},
 )
 def train_model(

@@ -36,6 +36,7 @@ class Package:
 
 
 def package(out_dir: Path, image: str, env: dict[str, str] | None = None) -> Package:
+    out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / "flyte-package.tgz"
     proc = subprocess.run(
         [

@@ -286,3 +286,40 @@ def test_bad_registration_settings_name_the_variable(
     with pytest.raises(ValueError, match=message):
         nightly_settings()
         train_gpus()
+
+
+def test_multi_gpu_training_is_elastic_and_its_launch_settings_travel_with_the_task(
+    tmp_path,
+) -> None:
+    """One node, N GPUs: a plain pod task whose process count comes from the environment the
+    task spec carries; several nodes: a PyTorchJob for the Kubeflow training operator."""
+    from google.protobuf.json_format import MessageToDict
+
+    single = _registered(tmp_path / "single", {}).task("train_model").template
+    assert single.type == "python-task"
+    assert {e.key: e.value for e in single.container.env}["AUTOE2E_TRAIN_NPROC"] == "1"
+
+    gpus4 = _registered(tmp_path / "gpus4", {"AUTOE2E_TRAIN_GPUS": "4"}).task("train_model")
+    template = gpus4.template
+    assert template.type == "python-task"  # nnodes == 1: one pod, no training operator
+    env = {e.key: e.value for e in template.container.env}
+    assert (env["AUTOE2E_TRAIN_NNODES"], env["AUTOE2E_TRAIN_NPROC"]) == ("1", "4")
+    assert [r.value for r in template.container.resources.limits if r.name == 2] == ["4"]
+
+    nodes = _registered(
+        tmp_path / "nodes", {"AUTOE2E_TRAIN_GPUS": "8", "AUTOE2E_TRAIN_NNODES": "2"}
+    ).task("train_model")
+    assert nodes.template.type == "pytorch"
+    elastic = MessageToDict(nodes.template.custom)["elasticConfig"]
+    assert (elastic["minReplicas"], elastic["maxReplicas"], elastic["nprocPerNode"]) == (2, 2, 8)
+
+
+def test_the_pod_rebuilds_the_registered_elastic_config_from_the_task_env(monkeypatch) -> None:
+    from tasks.resources import train_elastic
+
+    monkeypatch.setenv("AUTOE2E_TRAIN_NNODES", "1")
+    monkeypatch.setenv("AUTOE2E_TRAIN_NPROC", "4")
+    elastic = train_elastic()
+    assert elastic is not None and (elastic.nnodes, elastic.nproc_per_node) == (1, 4)
+    monkeypatch.setenv("AUTOE2E_TRAIN_NPROC", "1")
+    assert train_elastic() is None

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from autoe2e.config import ConfigError, ModelConfig, TrainConfig
 from autoe2e.model import AutoE2E, TargetEncoder, load_model
 from autoe2e.splits import split_episodes
-from autoe2e.training import train
+from autoe2e.training import TrainingError, train
 from autoe2e.training.losses import jepa_l1, jepa_l1_per_step, time_weights, trajectory_l1
 from autoe2e.training.schedule import lr_factor, progress
 
@@ -252,3 +252,51 @@ def test_frozen_target_never_changes_while_the_backbone_trains(tmp_path, monkeyp
         if v.is_floating_point() and not torch.equal(v, initial[n])
     ]
     assert moved, "the online backbone did not train"
+
+
+class PoisonedShards(FakeShards):
+    """FakeShards whose future trajectories are NaN for the episodes in `poisoned`."""
+
+    def __init__(self, cfg: ModelConfig, episodes: list[str] | None, poisoned: set[str]) -> None:
+        super().__init__(cfg, episodes)
+        self.poisoned = poisoned
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        item = super().__getitem__(i)
+        if item["episode_id"] in self.poisoned:
+            item["future_trajectory"] = torch.full_like(item["future_trajectory"], float("nan"))
+        return item
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path) -> None:
+    cfg = tiny_model_config(use_world_model=False)
+    tcfg = TrainConfig(
+        epochs=2, batch_size=2, warmup_steps=1, log_every_steps=1, seed=1, max_nonfinite_steps=50
+    )
+    split = split_episodes([f"ep{i}" for i in range(6)], 0.2, 0.2, 1)
+    bad = {split["train"][0]}  # one training episode carries NaN targets
+    result = train(
+        "fake://m",
+        str(tmp_path),
+        cfg,
+        tcfg,
+        dataset_factory=lambda m, episodes, f: PoisonedShards(cfg, episodes, bad),
+    )
+    assert result.metrics["train/skipped_steps"] > 0
+    assert result.steps > 0
+    trained, _ = load_model((tmp_path / "last.pt").read_bytes())
+    assert all(torch.isfinite(p).all() for p in trained.parameters())
+
+
+def test_training_that_only_diverges_aborts_naming_the_step(tmp_path) -> None:
+    cfg = tiny_model_config(use_world_model=False)
+    tcfg = TrainConfig(epochs=2, batch_size=2, max_nonfinite_steps=2)
+    everything = {f"ep{i}" for i in range(6)}
+    with pytest.raises(TrainingError, match=r"2 optimizer steps in a row.*step 0.*none yet"):
+        train(
+            "fake://m",
+            str(tmp_path),
+            cfg,
+            tcfg,
+            dataset_factory=lambda m, episodes, f: PoisonedShards(cfg, episodes, everything),
+        )

@@ -73,6 +73,8 @@ class CheckpointManager:
     def __init__(self, out_uri: str, keep: int = 2) -> None:
         self.root = storage.join_uri(out_uri, CHECKPOINT_DIR)
         self.keep = keep
+        #: URI of the newest checkpoint this process wrote (for error messages)
+        self.last_saved: str | None = None
 
     def _steps(self) -> list[int]:
         try:
@@ -89,6 +91,7 @@ class CheckpointManager:
         torch.save({"format": CHECKPOINT_FORMAT, "step": step, **state}, buffer)
         uri = self.uri(step)
         storage.write_bytes(uri, buffer.getvalue())
+        self.last_saved = uri
         for old in self._steps()[: -self.keep]:
             storage.delete(self.uri(old))
         logger.info("checkpoint at step %d -> %s", step, uri)

@@ -47,6 +47,32 @@ def setup() -> DistInfo:
     return DistInfo(rank, world_size, local_rank, device)
 
 
+def broadcast(value: object, info: DistInfo) -> object:
+    """Rank 0's `value` on every rank (as is without a process group)."""
+    if not info.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def check_in_sync(params: list[torch.Tensor], info: DistInfo, step: int) -> float:
+    """The spread of a parameter checksum across ranks (0.0 when in sync); raises when DDP
+    replicas diverged, which would otherwise train on silently."""
+    if not info.enabled:
+        return 0.0
+    checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
+    dist.all_gather(gathered, checksum.to(info.device) if info.device.type == "cuda" else checksum)
+    values = [float(g) for g in gathered]
+    spread = max(values) - min(values)
+    if spread != 0.0:
+        raise RuntimeError(
+            f"DDP replicas diverged at step {step}: parameter checksums per rank {values}"
+        )
+    return spread
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -50,6 +50,10 @@ VAL_SAMPLE_STRIDE = 4
 SUMMARY_NAME = "train_summary.json"
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. it diverged); the message names the step and what to do."""
+
+
 @dataclass
 class TrainResult:
     checkpoint_uri: str
@@ -218,6 +222,7 @@ def train(
     batches_per_epoch = math.ceil(sampler.per_rank / train_cfg.batch_size)
     #: where a resumed run would continue: (epoch, batches of it consumed)
     position = (start_epoch, skip_batches)
+    skipped, consecutive_bad, window_finite = 0, 0, True
     for epoch in range(start_epoch, train_cfg.epochs):
         skip = skip_batches if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip * train_cfg.batch_size)
@@ -253,10 +258,14 @@ def train(
                 horizon.add(step_sums, step_counts)
                 loss = loss + train_cfg.jepa_weight * jepa
             (loss / train_cfg.grad_accum_steps).backward()
-            micro += 1
-            sums["loss"] += float(loss.detach())
-            sums["traj_l1"] += float(traj.detach())
-            sums["jepa_l1"] += float(jepa.detach())
+            terms = {"loss": float(loss.detach()), "traj_l1": float(traj.detach())}
+            terms["jepa_l1"] = float(jepa.detach())
+            if all(math.isfinite(v) for v in terms.values()):
+                micro += 1
+                for key, value in terms.items():
+                    sums[key] += value
+            else:
+                window_finite = False
             boundary = (i + 1) % train_cfg.grad_accum_steps == 0 or i + 1 == batches_per_epoch
             if not boundary:
                 continue
@@ -264,6 +273,30 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = train_cfg.lr * lr_factor(step, train_cfg.warmup_steps, frac)
             grad_norm = torch.nn.utils.clip_grad_norm_(core.trainable_parameters(), 5.0)
+            # DDP all-reduces gradients, so their norm is the same decision on every rank; the
+            # local loss would not be (one rank skipping alone would hang the others).
+            finite = bool(torch.isfinite(grad_norm)) and (window_finite or info.enabled)
+            window_finite = True
+            if not finite:
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                consecutive_bad += 1
+                logger.warning(
+                    "step %d skipped: non-finite loss or gradient (%s, grad norm %s); %d in a row",
+                    step, terms, float(grad_norm), consecutive_bad,
+                )  # fmt: skip
+                if tracker is not None:
+                    tracker.log_metrics({"train/skipped_steps": float(skipped)}, step=step)
+                if consecutive_bad >= train_cfg.max_nonfinite_steps:
+                    raise TrainingError(
+                        f"training diverged: {consecutive_bad} optimizer steps in a row had a "
+                        f"non-finite loss or gradient at step {step} (last loss terms {terms}, "
+                        f"grad norm {float(grad_norm)}); last good checkpoint: "
+                        f"{manager.last_saved or 'none yet'}. Lower lr, check the data for "
+                        "NaN/inf, or resume from that checkpoint"
+                    )
+                continue
+            consecutive_bad = 0
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if train_cfg.jepa_target == "ema":
@@ -275,10 +308,14 @@ def train(
                 momentum = 1.0
             step += 1
             if step % train_cfg.log_every_steps == 0 or step == 1:
+                # every rank, the same steps: all of them take part in the all-gather
+                distributed.check_in_sync(list(core.trainable_parameters()), info, step)
+                micro = max(micro, 1)
                 last = {
                     "train/loss": sums["loss"] / micro,
                     "train/traj_l1": sums["traj_l1"] / micro,
                     "train/jepa_l1": sums["jepa_l1"] / micro,
+                    "train/skipped_steps": float(skipped),
                     "train/lr": optimizer.param_groups[0]["lr"],
                     "train/grad_norm": float(grad_norm),
                     "train/ema_momentum": momentum,
