@@ -85,6 +85,8 @@ class Tracker:
                 f"({type(exc).__name__}: {exc}); check MLFLOW_TRACKING_URI, the server and run id"
             ) from exc
         self.run_id: str = run.info.run_id
+        #: asynchronous log operations not yet confirmed (see `flush`)
+        self._pending: list[Any] = []
         logger.info("MLflow run %s at %s", self.run_id, self.tracking_uri)
 
     # ------------------------------------------------------------------ logging
@@ -100,8 +102,12 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        """Log many metrics in one request; NaN/inf values are skipped (MLflow rejects some)."""
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, wait: bool = True) -> None:
+        """Log many metrics in one request; NaN/inf values are skipped (MLflow rejects some).
+
+        `wait=False` hands the request to MLflow's background logging queue so a training step
+        never waits for the server; `flush()` confirms them.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -112,8 +118,24 @@ class Tracker:
             and float(value) == float(value)
             and abs(float(value)) != float("inf")
         ]
-        if items:
+        if not items:
+            return
+        if wait:
             self.client.log_batch(self.run_id, metrics=items)
+        else:
+            self._pending.append(
+                self.client.log_batch(self.run_id, metrics=items, synchronous=False)
+            )
+
+    def flush(self) -> None:
+        """Wait for the asynchronous metric logging; a failure is a warning, not an error: the
+        training it describes has already happened and its checkpoints are written."""
+        pending, self._pending = self._pending, []
+        for operation in pending:
+            try:
+                operation.wait()
+            except Exception as exc:  # noqa: BLE001 - any transport/server error
+                logger.warning("MLflow at %s lost some metrics: %s", self.tracking_uri, exc)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag

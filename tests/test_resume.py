@@ -181,3 +181,29 @@ def test_a_retried_train_task_attempt_resumes_the_killed_one(manifest, tmp_path)
     result = json.loads(second.stdout.strip().splitlines()[-1])
     assert result["run"] == first_run  # the same MLflow run, continued
     assert result["steps"] > 3
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_gets_log_lines(manifest, tmp_path) -> None:
+    import pty
+
+    argv = _command(manifest, tmp_path / "tty", checkpoint_every_steps=0, max_steps=4)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(leader)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "4/4" in terminal and "step" in terminal and "samples_s=" in terminal
+
+    piped = _run(_command(manifest, tmp_path / "pipe", checkpoint_every_steps=0, max_steps=4))
+    assert piped.returncode == 0
+    assert "samples_s=" not in piped.stderr and "step 4" in piped.stderr

@@ -76,3 +76,25 @@ def test_real_mlflow_server_round_trip(mlflow_server, tmp_path, monkeypatch) -> 
     tracker = Tracker(local_dir=None, experiment="server-test")
     assert tracker.tracking_uri == mlflow_server
     _round_trip(tracker, lambda rid: Tracker(run_id=rid), tmp_path)
+
+
+def test_metrics_logged_without_waiting_all_arrive_after_flush(mlflow_server) -> None:
+    tracker = Tracker(tracking_uri=mlflow_server, experiment="async")
+    for step in range(25):
+        tracker.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step, wait=False)
+    tracker.flush()
+    history = tracker.client.get_metric_history(tracker.run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(25))
+
+
+def test_metrics_lost_to_a_stopped_server_are_a_warning_naming_it(tmp_path, monkeypatch, caplog):
+    from mlflow_server import mlflow_server as serve
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with serve(tmp_path) as url:
+        tracker = Tracker(tracking_uri=url, experiment="gone")
+    tracker.log_metrics({"train/loss": 1.0}, step=1, wait=False)  # the server is gone now
+    with caplog.at_level("WARNING", logger="autoe2e.tracking"):
+        tracker.flush()  # does not raise: training already happened
+    assert any(url in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)

@@ -12,12 +12,15 @@ import json
 import logging
 import math
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
 
 from autoe2e import storage
 from autoe2e.config import ConfigError, ModelConfig, TrainConfig, to_dict
@@ -99,6 +102,21 @@ def train(
     `tracking` is an `autoe2e.tracking.Tracker` (or None); `dataset_factory` lets tests and
     other data sources supply datasets with the ShardDataset item layout.
     """
+    try:
+        return _train(manifest_uri, out_uri, model_cfg, train_cfg, tracking, dataset_factory)
+    finally:
+        if tracking is not None:  # also when training failed: the curves up to the failure
+            tracking.flush()
+
+
+def _train(
+    manifest_uri: str,
+    out_uri: str,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    tracking: Any | None,
+    dataset_factory: DatasetFactory | None,
+) -> TrainResult:
     model_cfg.validate()
     train_cfg.validate()
     factory = dataset_factory or shard_dataset_factory
@@ -215,6 +233,17 @@ def train(
         )
 
     checkpoint_uri = storage.join_uri(out_uri, CHECKPOINT_NAME)
+    # A progress bar (step, loss, samples/s, ETA) for a person at a terminal; pods and CI get
+    # the periodic log lines instead.
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        unit="step",
+        # a terminal that reports no size (0 x 0) would make tqdm hide the bar
+        ncols=shutil.get_terminal_size((100, 20)).columns,
+        nrows=shutil.get_terminal_size((100, 20)).lines,
+        disable=not (info.is_main and sys.stderr.isatty()),
+    )
     start = time.monotonic() - spent_s
     stop = False
     last: dict[str, float] = {}
@@ -286,7 +315,8 @@ def train(
                     step, terms, float(grad_norm), consecutive_bad,
                 )  # fmt: skip
                 if tracker is not None:
-                    tracker.log_metrics({"train/skipped_steps": float(skipped)}, step=step)
+                    skipped_metric = {"train/skipped_steps": float(skipped)}
+                    tracker.log_metrics(skipped_metric, step=step, wait=False)
                 if consecutive_bad >= train_cfg.max_nonfinite_steps:
                     raise TrainingError(
                         f"training diverged: {consecutive_bad} optimizer steps in a row had a "
@@ -307,6 +337,7 @@ def train(
             else:  # frozen: the target stays the backbone as it was at the start
                 momentum = 1.0
             step += 1
+            bar.update(1)
             if step % train_cfg.log_every_steps == 0 or step == 1:
                 # every rank, the same steps: all of them take part in the all-gather
                 distributed.check_in_sync(list(core.trainable_parameters()), info, step)
@@ -328,8 +359,13 @@ def train(
                 logger.info(
                     "epoch %d step %d %s", epoch, step, {k: round(v, 4) for k, v in last.items()}
                 )
+                bar.set_postfix(
+                    loss=f"{last['train/loss']:.3f}",
+                    samples_s=f"{last['train/samples_per_s']:.1f}",
+                    refresh=False,
+                )
                 if tracker is not None:
-                    tracker.log_metrics(last, step=step)
+                    tracker.log_metrics(last, step=step, wait=False)
                 sums = dict.fromkeys(sums, 0.0)
                 horizon = _HorizonMeans(model_cfg.future_steps)
                 micro = 0
@@ -370,6 +406,7 @@ def train(
             break
         position = (epoch + 1, 0)
 
+    bar.close()
     result_metrics = {**last, **{f"best_{k}": v for k, v in best_metrics.items()}}
     result_metrics["train/steps"] = float(step)
     result_metrics["train/wall_s"] = time.monotonic() - start
