@@ -237,6 +237,19 @@ def moto_s3(monkeypatch: Any, bucket: str = "autoe2e-test") -> Iterator[str]:
         server.stop()
 
 
+def moto_client(endpoint: str) -> Any:
+    """A boto3 S3 client for the moto server at `endpoint` with the fixture's dummy keys."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
 def upload_tree(local: Path, uri: str) -> None:
     """Copy a local folder to an s3:// prefix through autoe2e.storage."""
     from autoe2e import storage

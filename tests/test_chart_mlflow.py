@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from episode_factory import TINY_PREPARE, moto_s3, write_episode
+from episode_factory import TINY_PREPARE, moto_client, moto_s3, write_episode
 from k8s_render import CHARTS, ROOT, helm, helm_template, of_kind, tool, validate_core
 from mlflow_server import free_port
 from postgres_server import PostgresServer, postgres_server, require_pg_bin
@@ -461,7 +461,6 @@ def postgres() -> Iterator[PostgresServer]:
 def test_rendered_server_tracks_a_training_run_in_postgres_and_s3(
     postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import boto3
     import psycopg2
     from mlflow import MlflowClient
 
@@ -471,13 +470,7 @@ def test_rendered_server_tracks_a_training_run_in_postgres_and_s3(
     bucket = "mlflow"
     with moto_s3(monkeypatch, bucket=bucket):
         endpoint = os.environ["AWS_ENDPOINT_URL"]
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        s3 = moto_client(endpoint)
         objects = render(
             (KIND_VALUES,),
             (

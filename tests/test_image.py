@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from episode_factory import TINY_PREPARE, moto_s3, upload_tree, write_episode
+from episode_factory import TINY_PREPARE, moto_client, moto_s3, upload_tree, write_episode
 from flyte_package import Package, package
 from flyteidl.admin.task_pb2 import TaskSpec
 from flyteidl.core import literals_pb2
@@ -278,7 +278,6 @@ def test_mlflow_image_runs_the_charts_server_command_as_its_pod(tmp_path, monkey
     """charts/mlflow's container as rendered (command, args, env from its Secrets), in the
     image it names, with the pod's securityContext: read-only root, /tmp the only writable
     place, uid 10001. Backed by PostgreSQL and an S3 bucket (moto) on 127.0.0.1."""
-    import boto3
     from mlflow import MlflowClient
     from postgres_server import postgres_server, require_pg_bin
     from test_chart_mlflow import KIND_VALUES, expand_k8s_vars, render, resolve_env
@@ -347,13 +346,7 @@ def test_mlflow_image_runs_the_charts_server_command_as_its_pod(tmp_path, monkey
         finally:
             logs = docker("logs", name)
             docker("rm", "--force", name)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        s3 = moto_client(endpoint)
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-pod")["Contents"]]
         assert any(k.endswith("/checkpoint/best.pt") for k in keys), keys
         assert "Traceback" not in logs.stdout + logs.stderr, logs.stderr[-3000:]

@@ -181,11 +181,9 @@ def _train(
         core.trainable_parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
     )
     amp = autocast_dtype(train_cfg.precision, info.device)
-    updates_per_epoch = math.ceil(
-        math.ceil(len(train_ds) / info.world_size / train_cfg.batch_size)
-        / train_cfg.grad_accum_steps
-    )
-    total_steps = train_cfg.epochs * updates_per_epoch
+    sampler: EpochSampler = train_loader.sampler  # type: ignore[assignment]
+    batches_per_epoch = math.ceil(sampler.per_rank / train_cfg.batch_size)
+    total_steps = train_cfg.epochs * math.ceil(batches_per_epoch / train_cfg.grad_accum_steps)
     if train_cfg.max_steps:
         total_steps = min(total_steps, train_cfg.max_steps)
     use_jepa = model_cfg.use_world_model and train_cfg.jepa_weight > 0
@@ -247,8 +245,6 @@ def _train(
     start = time.monotonic() - spent_s
     stop = False
     last: dict[str, float] = {}
-    sampler: EpochSampler = train_loader.sampler  # type: ignore[assignment]
-    batches_per_epoch = math.ceil(sampler.per_rank / train_cfg.batch_size)
     #: where a resumed run would continue: (epoch, batches of it consumed)
     position = (start_epoch, skip_batches)
     skipped, consecutive_bad, window_finite = 0, 0, True
