@@ -271,7 +271,23 @@ class TrainConfig:
     #: "frozen" (the backbone as initialised/loaded, never updated; V-JEPA 2-AC style).
     jepa_target: str = "ema"
     precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU; or "bf16" / "fp32"
+    #: DataLoader worker processes per rank (each streams its own shards; 0 = in the process).
     num_workers: int = 0
+    #: Samples each loader worker shuffles among (a shard is read whole, then its samples mix
+    #: with those of earlier shards in this buffer). Larger = better mixing, more memory.
+    shuffle_buffer: int = 2048
+    #: Every rank must yield the same number of batches (DDP all-reduces each step): "pad"
+    #: re-serves samples of a worker's own stream to fill it up, "drop" cuts every worker to
+    #: the shortest. Either way the count is logged.
+    uneven_batches: str = "pad"
+    #: Batches each worker prepares ahead (only with num_workers > 0).
+    prefetch_factor: int = 2
+    #: Validate (full val split) every N optimizer steps as well as at each epoch end; 0 = only
+    #: at epoch ends.
+    val_every_steps: int = 0
+    #: MLflow unreachable: False = warn (naming the URI) and log to a local fallback store;
+    #: True = fail before training starts.
+    tracking_strict: bool = False
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -301,6 +317,18 @@ class TrainConfig:
             "checkpoint_every_steps",
             self.checkpoint_every_steps,
             ">= 0 (0 = only at the end)",
+        )
+        _require(self.num_workers >= 0, "num_workers", self.num_workers, ">= 0")
+        _require(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, ">= 1")
+        _require(
+            self.uneven_batches in ("pad", "drop"),
+            "uneven_batches",
+            self.uneven_batches,
+            'use "pad" or "drop"',
+        )
+        _require(self.prefetch_factor >= 1, "prefetch_factor", self.prefetch_factor, ">= 1")
+        _require(
+            self.val_every_steps >= 0, "val_every_steps", self.val_every_steps, ">= 0 (0 = epochs)"
         )
         _require(self.grad_accum_steps >= 1, "grad_accum_steps", self.grad_accum_steps, ">= 1")
         _require(self.lr > 0, "lr", self.lr, "> 0")

@@ -122,20 +122,65 @@ def _s3_error(exc: Exception, uri: str, action: str) -> StorageError:
     return StorageError(f"cannot {action} {uri}: {exc}")
 
 
+#: Bytes this process has read through `read_bytes`/`read_range` (benchmarks/train.py
+#: compares it with the data set's size).
+_bytes_read = 0
+
+
+def bytes_read() -> int:
+    """Bytes read by this process so far (all URIs)."""
+    return _bytes_read
+
+
+def _count(data: bytes) -> bytes:
+    global _bytes_read
+    _bytes_read += len(data)
+    return data
+
+
 def read_bytes(uri: str) -> bytes:
     """Whole object/file as bytes."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         try:
-            return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return _count(_client().get_object(Bucket=bucket, Key=key)["Body"].read())
         except Exception as exc:  # botocore raises many types; translate them all
             raise _s3_error(exc, uri, "read") from exc
     try:
-        return Path(uri).read_bytes()
+        return _count(Path(uri).read_bytes())
     except FileNotFoundError as exc:
         raise StorageError(f"cannot read {uri}: file does not exist") from exc
     except OSError as exc:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+
+def read_range(uri: str, offset: int, length: int) -> bytes:
+    """``length`` bytes from ``offset`` (an S3 ranged GET; a seek locally)."""
+    if length <= 0:
+        return b""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        byte_range = f"bytes={offset}-{offset + length - 1}"
+        try:
+            body = _client().get_object(Bucket=bucket, Key=key, Range=byte_range)["Body"]
+            data = body.read()
+        except Exception as exc:
+            raise _s3_error(exc, uri, "read") from exc
+    else:
+        try:
+            with open(uri, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read(length)
+        except FileNotFoundError as exc:
+            raise StorageError(f"cannot read {uri}: file does not exist") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+    if len(data) != length:
+        raise StorageError(
+            f"cannot read {uri}: asked for {length} bytes at {offset}, got {len(data)} "
+            "(the file is shorter than the manifest says; re-run `autoe2e prepare`)"
+        )
+    return _count(data)
 
 
 def write_bytes(uri: str, data: bytes, *, create_only: bool = False) -> bool:

@@ -29,7 +29,13 @@ CHECKPOINT_FORMAT = "autoe2e.train-state"
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 #: TrainConfig fields that only change how a run executes or reports, never what it computes:
 #: a resumed run may change them.
-EXECUTION_ONLY = ("checkpoint_every_steps", "log_every_steps", "num_workers", "experiment")
+EXECUTION_ONLY = (
+    "checkpoint_every_steps",
+    "log_every_steps",
+    "prefetch_factor",
+    "experiment",
+    "tracking_strict",
+)
 
 
 def rng_state() -> dict[str, Any]:
