@@ -27,7 +27,7 @@ from autoe2e.contract import CONTRACT_VERSION, EpisodeContractError
 from autoe2e.data import manifest as mf
 from autoe2e.data.episode import EpisodeSamples, prepare_episode
 from autoe2e.data.schema import SCHEMA_VERSION
-from autoe2e.data.shards import plan_shards, read_parquet_bytes, serialise
+from autoe2e.data.shards import file_parts, plan_shards, read_parquet_bytes, serialise
 from autoe2e.data.validate import validate_shard
 
 logger = logging.getLogger(__name__)
@@ -302,6 +302,9 @@ def publish(
                 "sha256": shard.sha256,
                 "frames_sha256": shard.frames_sha256,
                 "episodes": shard.episodes,
+                # per row group byte ranges + sha256: lets readers verify part of a file
+                "parts": file_parts(shard.samples_bytes),
+                "frames_parts": file_parts(shard.frames_bytes, id_column="frame_id"),
             }
         )
         logger.info(

@@ -9,9 +9,10 @@ row-group limit, so the row count per group is derived from the average row size
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -145,3 +146,48 @@ def serialise(index: int, group: list[EpisodeSamples], row_group_target_bytes: i
 
 def read_parquet_bytes(data: bytes) -> pa.Table:
     return pq.read_table(pa.BufferReader(data))
+
+
+def file_parts(data: bytes, id_column: str | None = None) -> dict[str, Any]:
+    """Byte ranges and sha256 of each row group and of the footer of one Parquet file.
+
+    The manifest records them so that a reader can fetch and verify a single row group (a
+    ranged read of its bytes plus the footer) instead of the whole file: that is what lets the
+    streaming loader split a shard between workers when there are fewer shards than workers.
+    With ``id_column``, each row group also records that column's [min, max] (frames files:
+    which frame ids it holds).
+    """
+    metadata = pq.read_metadata(pa.BufferReader(data))
+    footer_length = struct.unpack("<I", data[-8:-4])[0]
+    footer_offset = len(data) - 8 - footer_length
+    groups = []
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        starts, ends = [], []
+        for c in range(group.num_columns):
+            column = group.column(c)
+            start = (
+                column.dictionary_page_offset
+                if column.has_dictionary_page
+                else column.data_page_offset
+            )
+            starts.append(start)
+            ends.append(start + column.total_compressed_size)
+        offset, end = min(starts), max(ends)
+        entry: dict[str, Any] = {
+            "offset": offset,
+            "length": end - offset,
+            "rows": group.num_rows,
+            "sha256": hashlib.sha256(data[offset:end]).hexdigest(),
+        }
+        if id_column is not None:
+            index = metadata.schema.to_arrow_schema().get_field_index(id_column)
+            stats = group.column(index).statistics
+            entry["ids"] = [int(stats.min), int(stats.max)]
+        groups.append(entry)
+    footer = {
+        "offset": footer_offset,
+        "length": len(data) - footer_offset,
+        "sha256": hashlib.sha256(data[footer_offset:]).hexdigest(),
+    }
+    return {"row_groups": groups, "footer": footer}
