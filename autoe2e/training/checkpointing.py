@@ -1,8 +1,10 @@
 """Training checkpoints for resuming: everything that decides what the next step computes.
 
-One file per saved step under `<out>/checkpoints/step-<n>.pt`, holding the model (with the EMA
-target encoder), the optimizer, the step/epoch/position in the epoch, the best validation so
-far, the training time already spent, every RNG (torch, CUDA, numpy, python) and the configs.
+One file per saved step under `<out>/checkpoints/step-<n>.pt`, holding the `state_dict()` of
+every stateful part of the run (torch's `Stateful` protocol): the model (with the EMA target
+encoder), the optimizer, the progress (step, epoch, position in it, best validation so far,
+time spent: the LR/EMA schedule is a function of step and time), the loader position and
+every rank's RNGs, plus the configs it may be resumed with.
 Each file is written whole or not at all (a local temp file renamed into place; one S3 PUT), so
 the newest file that exists is complete; the two newest are kept. Loading uses
 `torch.load(weights_only=True)`: RNG states are stored as tensors and plain lists for that.
@@ -12,11 +14,9 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 import re
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 from autoe2e import storage
@@ -38,25 +38,9 @@ EXECUTION_ONLY = (
 )
 
 
-def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "python": [version, list(internal), gauss],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
 def identity(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
@@ -93,6 +77,7 @@ class CheckpointManager:
         return storage.join_uri(self.root, f"step-{step:09d}.pt")
 
     def save(self, step: int, state: dict[str, Any]) -> str:
+        """Write `state` (plain values) as the checkpoint of `step`, whole or not at all."""
         buffer = io.BytesIO()
         torch.save({"format": CHECKPOINT_FORMAT, "step": step, **state}, buffer)
         uri = self.uri(step)
@@ -126,3 +111,13 @@ class CheckpointManager:
                 f"{self.root} to start over)"
             )
         return uri, state
+
+
+def collect_state(parts: dict[str, Stateful]) -> dict[str, Any]:
+    """`state_dict()` of every part (on every rank: some parts gather across ranks)."""
+    return {name: part.state_dict() for name, part in parts.items()}
+
+
+def restore_state(parts: dict[str, Stateful], state: dict[str, Any]) -> None:
+    for name, part in parts.items():
+        part.load_state_dict(state[name])

@@ -56,6 +56,15 @@ def broadcast(value: object, info: DistInfo) -> object:
     return box[0]
 
 
+def all_gather_objects(value: object, info: DistInfo) -> list[object]:
+    """Every rank's `value`, in rank order ([value] without a process group)."""
+    if not info.enabled:
+        return [value]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
 def check_in_sync(params: list[torch.Tensor], info: DistInfo, step: int) -> float:
     """The spread of a parameter checksum across ranks (0.0 when in sync); raises when DDP
     replicas diverged, which would otherwise train on silently."""
