@@ -142,4 +142,10 @@ def read_manifest(uri: str) -> dict[str, Any]:
             f"manifest {uri} has schema_version {data['schema_version']!r}, this code reads "
             f"{SCHEMA_VERSION!r}; re-run `autoe2e prepare` into a new location"
         )
+    contract = data.get("contract_version", CONTRACT_VERSION)
+    if contract != CONTRACT_VERSION:
+        raise ManifestError(
+            f"manifest {uri} was prepared under episode contract version {contract!r}, this "
+            f"code reads {CONTRACT_VERSION!r}; re-run `autoe2e prepare` with this version"
+        )
     return data
