@@ -7,6 +7,14 @@ endpoint comes from the usual AWS environment/config; ``AWS_ENDPOINT_URL`` (or
 
 boto3 clients are not fork-safe, so clients are created lazily and cached per process id: a
 DataLoader worker that inherits this module gets its own client on first use.
+
+Network faults: botocore's own retries ("standard" mode, `S3_MAX_ATTEMPTS` attempts) repeat a
+request whose connection fails or is reset before the response headers arrive. They do not cover
+an object body that breaks while it streams (a reset or stall in the middle of `Body.read()`), so
+`read_bytes` and `read_range` repeat the whole GET for that (`BODY_READ_ATTEMPTS`). A PUT sends
+its length, and S3 stores an object only when the whole body arrived, so a write is complete or
+absent: `write_bytes` returns or raises `StorageError`. Connect and read timeouts are short
+enough that an unreachable endpoint fails in about half a minute, naming the endpoint.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +38,20 @@ S3_SCHEME = "s3://"
 _endpoint_override: str | None = None
 _clients: dict[tuple[int, str | None], Any] = {}
 _clients_lock = threading.Lock()
+
+#: botocore attempts per request (first try included) for connection errors, throttling and 5xx.
+S3_MAX_ATTEMPTS = 5
+#: Seconds to open a TCP connection. S3 and in-cluster stores connect in milliseconds. With
+#: botocore's backoff (random, at most 1+2+4+8 s between the 5 attempts) an unreachable endpoint
+#: fails within ~15 s (refused) or ~30 s (no answer: 5 x 3 s + backoff) instead of minutes.
+S3_CONNECT_TIMEOUT_S = 3.0
+#: Seconds without a byte from an open connection before botocore gives up on it (and retries).
+#: S3 answers well within this even for large PUTs; botocore's default is 60.
+S3_READ_TIMEOUT_S = 30.0
+#: Whole-GET attempts when the object body breaks while streaming (see the module docstring).
+BODY_READ_ATTEMPTS = 5
+#: Backoff before GET retry n (n = 1, 2, ...): base * 2**(n-1) seconds, times a jitter in [0.5, 1].
+BODY_RETRY_BASE_S = 0.2
 
 
 class StorageError(OSError):
@@ -90,17 +114,36 @@ def _client() -> Any:
             config = Config(
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
-                retries={"max_attempts": 5, "mode": "standard"},
+                # total_max_attempts counts the first try; botocore's "max_attempts" key means
+                # retries (5 there would be 6 attempts).
+                retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+                connect_timeout=S3_CONNECT_TIMEOUT_S,
+                read_timeout=S3_READ_TIMEOUT_S,
             )
             client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
             _clients[key] = client
         return client
 
 
+def _endpoint_description() -> str:
+    """The S3 endpoint requests go to, for error messages."""
+    return _endpoint_override or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"
+
+
 def _s3_error(exc: Exception, uri: str, action: str) -> StorageError:
     """Translate botocore errors into one message naming the URI and the fix."""
-    from botocore.exceptions import ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+    )
 
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
+        return StorageError(
+            f"cannot {action} {uri}: S3 endpoint {_endpoint_description()} is unreachable "
+            f"({exc}); check AWS_ENDPOINT_URL / network"
+        )
     if isinstance(exc, NoCredentialsError):
         return StorageError(
             f"cannot {action} {uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID/"
@@ -138,12 +181,69 @@ def _count(data: bytes) -> bytes:
     return data
 
 
+def _body_errors() -> tuple[type[BaseException], ...]:
+    """Errors of an object body that broke while streaming (botocore does not retry these)."""
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+    from urllib3.exceptions import ProtocolError
+    from urllib3.exceptions import ReadTimeoutError as URLLib3ReadTimeoutError
+
+    return (
+        ResponseStreamingError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ProtocolError,
+        URLLib3ReadTimeoutError,
+        ConnectionError,  # ConnectionResetError and friends, should one escape unwrapped
+    )
+
+
+def _get_object(uri: str, **kwargs: Any) -> bytes:
+    """GET an object body, repeating the whole GET when the body breaks mid-stream.
+
+    botocore retries only until the response headers arrive; a reset or stall while the body
+    streams surfaces from ``Body.read()`` and would fail a training epoch or a resume. The retry
+    is a plain loop because the project declares no retry library (tenacity is not installed)
+    and the policy is small: `BODY_READ_ATTEMPTS` GETs, exponential backoff with jitter (at most
+    0.2 + 0.4 + 0.8 + 1.6 s in all). Errors of the GET request itself (missing key, access
+    denied, unreachable endpoint) are raised at once: botocore has already retried those that
+    can be retried.
+    """
+    bucket, key = split_s3(uri)
+    retryable = _body_errors()
+    for attempt in range(1, BODY_READ_ATTEMPTS + 1):
+        body = _client().get_object(Bucket=bucket, Key=key, **kwargs)["Body"]
+        try:
+            return body.read()
+        except retryable as exc:
+            if attempt == BODY_READ_ATTEMPTS:
+                raise StorageError(
+                    f"cannot read {uri}: the connection to S3 endpoint {_endpoint_description()} "
+                    f"broke while reading the object {attempt} times in a row (last: {exc}); "
+                    "check the network and the endpoint's health"
+                ) from exc
+            wait = BODY_RETRY_BASE_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+            logger.warning(
+                "reading %s broke off (%s: %s); GET again in %.2f s (attempt %d of %d)",
+                uri,
+                type(exc).__name__,
+                exc,
+                wait,
+                attempt + 1,
+                BODY_READ_ATTEMPTS,
+            )
+        finally:
+            body.close()
+        time.sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
 def read_bytes(uri: str) -> bytes:
     """Whole object/file as bytes."""
     if is_s3(uri):
-        bucket, key = split_s3(uri)
         try:
-            return _count(_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+            return _count(_get_object(uri))
+        except StorageError:
+            raise
         except Exception as exc:  # botocore raises many types; translate them all
             raise _s3_error(exc, uri, "read") from exc
     try:
@@ -159,11 +259,11 @@ def read_range(uri: str, offset: int, length: int) -> bytes:
     if length <= 0:
         return b""
     if is_s3(uri):
-        bucket, key = split_s3(uri)
         byte_range = f"bytes={offset}-{offset + length - 1}"
         try:
-            body = _client().get_object(Bucket=bucket, Key=key, Range=byte_range)["Body"]
-            data = body.read()
+            data = _get_object(uri, Range=byte_range)
+        except StorageError:
+            raise
         except Exception as exc:
             raise _s3_error(exc, uri, "read") from exc
     else:
