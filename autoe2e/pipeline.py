@@ -10,6 +10,8 @@ Layout under OUT_URI (local path or s3://)::
                                                  when training finishes)
     mlflow/                                      embedded MLflow store (only when OUT_URI is local
                                                  and MLFLOW_TRACKING_URI is unset)
+    mlflow-fallback/                             embedded store used while MLFLOW_TRACKING_URI is
+                                                 unreachable (TrainConfig.tracking_strict=false)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 DATASETS_DIR = "datasets"
 RUNS_DIR = "runs"
 MLFLOW_DIR = "mlflow"
+MLFLOW_FALLBACK_DIR = "mlflow-fallback"
 TRAINING_DIR = "training"
 EVALUATION_DIR = "evaluation"
 SUMMARY_FILE = "summary.json"
@@ -56,11 +59,29 @@ class PipelineSummary:
 
 
 def open_tracker(
-    out_uri: str, *, experiment: str = "autoe2e", run_id: str | None = None
+    out_uri: str,
+    *,
+    experiment: str = "autoe2e",
+    run_id: str | None = None,
+    strict: bool = False,
 ) -> Tracker:
-    """MLFLOW_TRACKING_URI when set, else the embedded store under a local OUT_URI."""
-    local_dir = None if storage.is_s3(out_uri) else storage.join_uri(out_uri, MLFLOW_DIR)
-    return Tracker(local_dir=local_dir, experiment=experiment, run_id=run_id)
+    """MLFLOW_TRACKING_URI when set, else the embedded store under a local OUT_URI.
+
+    MLflow unreachable (see `Tracker.open`): `strict` fails at once; otherwise a warning and a
+    local fallback store, `OUT_URI/mlflow-fallback/` for a local OUT_URI. For an s3:// OUT_URI
+    it is `./mlflow-fallback/` in the working directory, i.e. on this machine or pod only: an
+    embedded store cannot live in S3. A later stage in the same place continues a fallback run.
+    """
+    local = not storage.is_s3(out_uri)
+    local_dir = storage.join_uri(out_uri, MLFLOW_DIR) if local else None
+    fallback_dir = storage.join_uri(out_uri, MLFLOW_FALLBACK_DIR) if local else None
+    return Tracker.open(
+        local_dir,
+        experiment=experiment,
+        run_id=run_id,
+        strict=strict,
+        fallback_dir=fallback_dir,
+    )
 
 
 def run_uri(out_uri: str, run_id: str) -> str:
@@ -113,8 +134,11 @@ def train_stage(
     tracker = None
     run_id = None
     if info.is_main:
-        tracker = _resumable_tracker(out_uri, marker_uri, manifest_uri, model_config, train_config)
-        run_id = tracker.run_id
+        tracker, run_id = _resumable_tracker(
+            out_uri, marker_uri, manifest_uri, model_config, train_config
+        )
+    # the training folder is named after the run the marker records, also when MLflow was
+    # unreachable and a fallback run stands in for it: the checkpoints are never orphaned
     run_id = str(distributed.broadcast(run_id, info))
     result = train(
         manifest_uri,
@@ -134,7 +158,8 @@ def _resumable_tracker(
     manifest_uri: str,
     model_config: ModelConfig,
     train_config: TrainConfig,
-) -> Tracker:
+) -> tuple[Tracker, str]:
+    """-> (the MLflow run to log to, the run whose training folder holds the checkpoints)."""
     from autoe2e.training.checkpointing import config_differences, identity
 
     wanted = identity(model_config, train_config)
@@ -156,11 +181,23 @@ def _resumable_tracker(
                 )
             run_id = marker["run_id"]
             log.info("resuming training run %s recorded in %s", run_id, marker_uri)
-    tracker = open_tracker(out_uri, experiment=train_config.experiment, run_id=run_id)
+    tracker = open_tracker(
+        out_uri,
+        experiment=train_config.experiment,
+        run_id=run_id,
+        strict=train_config.tracking_strict,
+    )
     if run_id is None:
-        marker = {"run_id": tracker.run_id, "manifest_uri": manifest_uri, "identity": wanted}
+        run_id = tracker.run_id
+        marker = {"run_id": run_id, "manifest_uri": manifest_uri, "identity": wanted}
         storage.write_bytes(marker_uri, json.dumps(marker, sort_keys=True).encode())
-    return tracker
+    elif tracker.run_id != run_id:
+        log.warning(
+            "MLflow run %s stands in for %s (unreachable server); training continues in the "
+            "folder of %s",
+            tracker.run_id, run_id, run_id,
+        )  # fmt: skip
+    return tracker, run_id
 
 
 def evaluate_stage(

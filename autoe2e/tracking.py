@@ -5,22 +5,71 @@ two stages in different processes/pods can write to the same run: train creates 
 resumes it by `run_id`. The server is `MLFLOW_TRACKING_URI` when set (the in-cluster MLflow);
 otherwise an embedded store under a local directory (`sqlite:///<dir>/mlflow.db`, artifacts in
 `<dir>/artifacts`; MLflow 3 deprecates the plain file store).
+
+An MLflow outage must not cost a training run (`Tracker.open`):
+
+* Before a run is created on an http(s) server, `GET <uri>/health` is probed with a short
+  timeout: MLflow's own client retries a refused connection for about four minutes.
+* Unreachable and `strict=False`: a warning names the URI and the fallback store, and the run is
+  logged to an embedded store in a local fallback directory instead, tagged
+  `tracking_fallback_from=<uri>`. `strict=True` raises `TrackingError` before anything starts.
+* For http(s) servers the process's MLflow HTTP retries are bounded (`_HTTP_RETRY_DEFAULTS`,
+  unless the environment sets them), so a request to a server that went down mid-run fails in
+  seconds. Logging calls (params, metrics, tags, artifacts, the policy model, ending the run)
+  then warn instead of raising: what they record also lives in OUT_URI. Registry reads and
+  writes still raise: promotion must not decide on missing information.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 #: MLflow rejects param values longer than this; longer values are truncated with a marker.
 _MAX_PARAM_LEN = 6000
+
+#: Where `Tracker.open` logs while the server is unreachable when no fallback directory is given
+#: (relative to the working directory, i.e. local to this machine/pod).
+DEFAULT_FALLBACK_DIR = "mlflow-fallback"
+#: Tag on a fallback run: the tracking URI that was unreachable.
+FALLBACK_TAG = "tracking_fallback_from"
+#: Tag on a fallback run that stands in for a run it could not resume on the unreachable server.
+FALLBACK_RUN_TAG = "tracking_fallback_for_run"
+
+#: The reachability probe: seconds per try, tries, pause between tries. A refused connection
+#: answers at once; a black-holed host costs at most tries * timeout + pauses (~4.5 s).
+_PROBE_TIMEOUT_S = 2.0
+_PROBE_TRIES = 2
+_PROBE_PAUSE_S = 0.5
+
+#: MLflow's defaults (7 retries, backoff factor 2) keep one request to a dead server retrying for
+#: ~4 minutes, which blocks the end of training (or a queued metrics flush) that long. These keep
+#: a few retries for a server restart or rate limiting (backoff 0, 2, 4 s plus jitter: ~6-9 s
+#: for a refused connection). Set the variables in the environment to override them.
+_HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+#: Error codes of a server that answered but failed on its side (or of a transport failure,
+#: which MLflow reports as INTERNAL_ERROR): an outage for logging purposes, not a caller bug.
+_SERVER_SIDE = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
 class TrackingError(RuntimeError):
@@ -41,8 +90,97 @@ def resolve_tracking_uri(local_dir: str | None) -> tuple[str, str | None]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
+def _is_http(uri: str) -> bool:
+    return uri.lower().startswith(("http://", "https://"))
+
+
+def _short_reason(exc: BaseException) -> str:
+    """`[Errno 111] Connection refused` (or `too many 500 error responses`) rather than
+    requests' three nested exception reprs."""
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\][^'\")]*|too many \d+ error responses", text)
+    return match.group(0).strip() if match else f"{type(exc).__name__}: {text[:200]}"
+
+
+def probe_server(
+    uri: str, timeout_s: float = _PROBE_TIMEOUT_S, tries: int = _PROBE_TRIES
+) -> str | None:
+    """None when the MLflow server at `uri` answers HTTP, else why not (for messages).
+
+    Any answer below 500 counts, 401/404 included (a proxy without /health, a server that wants
+    credentials): the question is whether it is up, not whether the setup is right; a 5xx is a
+    gateway whose backend is down. A TLS error also counts as up: the server answered, and
+    certificates are the MLflow client's business (MLFLOW_TRACKING_SERVER_CERT_PATH etc.).
+    Uses `requests` like MLflow does, so the same proxy variables apply.
+    """
+    import requests
+
+    url = f"{uri.rstrip('/')}/health"
+    reason = "no attempt"
+    for attempt in range(max(1, tries)):
+        if attempt:
+            time.sleep(_PROBE_PAUSE_S)
+        try:
+            response = requests.get(url, timeout=timeout_s)
+        except requests.exceptions.SSLError:
+            return None
+        except requests.exceptions.Timeout:
+            reason = f"no answer from {url} within {timeout_s:g} s"
+        except requests.exceptions.RequestException as exc:
+            reason = _short_reason(exc)
+        else:
+            if response.status_code < 500:
+                return None
+            reason = f"HTTP {response.status_code} from {url}"
+    return reason
+
+
+def _bound_http_retries() -> None:
+    for key, value in _HTTP_RETRY_DEFAULTS.items():
+        if key not in os.environ:
+            os.environ[key] = value
+            logger.debug("%s=%s (MLflow's default retries a dead server for minutes)", key, value)
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's model logging resolves its client from the global tracking URI; set it for the
+    duration and restore both the global and the MLFLOW_TRACKING_URI variable it rewrites
+    (`mlflow.set_tracking_uri(None)` would delete a user's variable)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = getattr(tracking_utils, "_tracking_uri", None)
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+
+def _policy_requirements() -> list[str]:
+    """pip requirements of a logged policy, pinned to what is installed here. Listed instead of
+    inferred (MLflow would load the model in a subprocess to find them: slow). The autoe2e
+    package itself is not listed: it is not on a public index (a same-named package there would
+    be someone else's); a loader needs it importable, as in the project's image."""
+    from importlib.metadata import version
+
+    import mlflow.pytorch
+
+    return [*mlflow.pytorch.get_default_pip_requirements(), f"timm=={version('timm')}"]
+
+
 class Tracker:
-    """One MLflow run: create it (run_id=None) or resume it (run_id from an earlier stage)."""
+    """One MLflow run: create it (run_id=None) or resume it (run_id from an earlier stage).
+
+    The constructor uses exactly the store it is given and raises `TrackingError` when that
+    fails; `Tracker.open` adds the reachability probe and the local fallback.
+    """
 
     def __init__(
         self,
@@ -61,6 +199,8 @@ class Tracker:
                 artifact_location = (db.parent / "artifacts").as_uri()
         else:
             self.tracking_uri, artifact_location = resolve_tracking_uri(local_dir)
+        if _is_http(self.tracking_uri):
+            _bound_http_retries()
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         try:
             if run_id:
@@ -85,9 +225,82 @@ class Tracker:
                 f"({type(exc).__name__}: {exc}); check MLFLOW_TRACKING_URI, the server and run id"
             ) from exc
         self.run_id: str = run.info.run_id
+        #: True when this continues an existing run (system metrics then continue its steps)
+        self.resumed = bool(run_id)
+        #: The unreachable tracking URI this run stands in for (`Tracker.open`), else None.
+        self.fallback_from: str | None = None
         #: asynchronous log operations not yet confirmed (see `flush`)
         self._pending: list[Any] = []
+        #: set when a logging call found the server down: later calls probe before trying
+        self._down = False
+        self._system_metrics: Any = None
         logger.info("MLflow run %s at %s", self.run_id, self.tracking_uri)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls,
+        local_dir: str | None = None,
+        *,
+        experiment: str = "autoe2e",
+        run_id: str | None = None,
+        run_name: str | None = None,
+        strict: bool = False,
+        fallback_dir: str | None = None,
+    ) -> Tracker:
+        """The run on MLFLOW_TRACKING_URI (or the embedded store under `local_dir`), with the
+        outage policy in one place.
+
+        An http(s) server is probed first (a few seconds at most, not MLflow's minutes of
+        retries). Unreachable, or failing to create/resume the run for a server-side reason:
+        `strict` raises `TrackingError` naming the URI and the fixes; otherwise a warning names
+        the URI and the fallback store, and the run goes to `sqlite:///<fallback_dir>/mlflow.db`
+        (default `./mlflow-fallback`), tagged `tracking_fallback_from=<uri>`. A `run_id` that
+        the fallback store holds (an earlier stage fell back) is resumed there, also when the
+        server is back; one that only the unreachable server holds gets a fresh fallback run,
+        tagged `tracking_fallback_for_run=<run_id>`. A run id the reachable server does not know
+        stays an error either way: that is a wrong id, not an outage.
+        """
+        from mlflow.exceptions import MlflowException
+
+        uri = resolve_tracking_uri(local_dir)[0]
+        if not _is_http(uri):
+            return cls(local_dir=local_dir, experiment=experiment, run_id=run_id, run_name=run_name)
+        fallback_root = Path(fallback_dir or DEFAULT_FALLBACK_DIR).resolve()
+        started = time.monotonic()
+        problem = probe_server(uri)
+        if problem is None:
+            try:
+                return cls(
+                    tracking_uri=uri, experiment=experiment, run_id=run_id, run_name=run_name
+                )
+            except TrackingError as exc:
+                cause = exc.__cause__
+                code = cause.error_code if isinstance(cause, MlflowException) else None
+                if run_id and code in _MISSING:
+                    resumed = _fallback_run(fallback_root, run_id)
+                    if resumed is None:
+                        raise
+                    logger.warning(
+                        "run %s is not at %s but in the local fallback store %s (an earlier "
+                        "stage logged there while MLflow was unreachable); continuing it there",
+                        run_id, uri, resumed.tracking_uri,
+                    )  # fmt: skip
+                    return resumed
+                if code not in _SERVER_SIDE:
+                    raise
+                # /health answered, creating/resuming the run did not (e.g. its database is down)
+                problem = f"it answers /health but fails: {_short_reason(cause or exc)}"
+        logger.debug(
+            "MLflow at %s unusable after %.1f s: %s", uri, time.monotonic() - started, problem
+        )
+        if strict:
+            raise TrackingError(
+                f"MLflow at {uri} is unreachable ({problem}); start the MLflow server, fix "
+                "MLFLOW_TRACKING_URI, or set tracking_strict=false to log to a local fallback "
+                "store instead"
+            )
+        return _open_fallback(uri, problem, fallback_root, experiment, run_id, run_name)
 
     # ------------------------------------------------------------------ logging
     def log_params(self, params: dict[str, Any]) -> None:
@@ -99,14 +312,19 @@ class Tracker:
             if len(text) > _MAX_PARAM_LEN:
                 text = text[: _MAX_PARAM_LEN - 3] + "..."
             items.append(Param(key, text))
-        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+        def send() -> None:
+            for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+                self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+        self._logging_call(f"{len(items)} params", send)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0, wait: bool = True) -> None:
         """Log many metrics in one request; NaN/inf values are skipped (MLflow rejects some).
 
         `wait=False` hands the request to MLflow's background logging queue so a training step
-        never waits for the server; `flush()` confirms them.
+        never waits for the server; `flush()` confirms them. With `wait=True` a server outage
+        is a warning (the metrics are lost, training goes on).
         """
         from mlflow.entities import Metric
 
@@ -121,29 +339,51 @@ class Tracker:
         if not items:
             return
         if wait:
-            self.client.log_batch(self.run_id, metrics=items)
+            self._logging_call(
+                f"{len(items)} metrics at step {step}",
+                lambda: self.client.log_batch(self.run_id, metrics=items),
+            )
         else:
             self._pending.append(
                 self.client.log_batch(self.run_id, metrics=items, synchronous=False)
             )
 
     def flush(self) -> None:
-        """Wait for the asynchronous metric logging; a failure is a warning, not an error: the
-        training it describes has already happened and its checkpoints are written."""
+        """End of a logging phase (the training loop calls it when training ends or fails):
+        stop the system-metrics sampler, then wait for the asynchronous metric logging. A
+        failure is a warning, not an error: the training it describes has already happened and
+        its checkpoints are written."""
+        self.stop_system_metrics()
         pending, self._pending = self._pending, []
+        failures: list[Exception] = []
         for operation in pending:
             try:
                 operation.wait()
             except Exception as exc:  # noqa: BLE001 - any transport/server error
-                logger.warning("MLflow at %s lost some metrics: %s", self.tracking_uri, exc)
+                failures.append(exc)
+        if failures:
+            logger.warning(
+                "MLflow at %s lost %d of %d metric batches: %s",
+                self.tracking_uri, len(failures), len(pending), _short_reason(failures[0]),
+            )  # fmt: skip
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._logging_call(
+            f"tags {sorted(tags)}", lambda: self.client.log_batch(self.run_id, tags=items)
+        )
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        """Upload a file to the run. An outage is a warning: every artifact the pipeline logs
+        is a copy of a file it already wrote to OUT_URI, and evaluate re-uploads the checkpoint
+        a registered version needs when the run lacks it."""
+        where = f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name
+        self._logging_call(
+            f"artifact {where}",
+            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path),
+        )
 
     def log_artifact_bytes(self, name: str, data: bytes, artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -158,11 +398,91 @@ class Tracker:
     def has_artifact(self, artifact_path: str) -> bool:
         return bool(self.client.list_artifacts(self.run_id, artifact_path))
 
+    def log_policy(
+        self, model: torch.nn.Module, name: str = "policy", *, step: int = 0
+    ) -> str | None:
+        """Log `model` as an MLflow PyTorch model of this run; -> its URI (`models:/m-...`), for
+        `mlflow.pytorch.load_model(uri)`, which returns the module (call it on a batch dict).
+
+        What is logged is a CPU copy in eval mode (the caller's module is left as it is), so it
+        loads on a machine without a GPU and plans deterministically. It is pickled (cloudpickle,
+        classes by reference): MLflow 3's default "pt2" export needs an input example and only
+        takes tensor inputs, while AutoE2E takes a dict. A loader needs the autoe2e package
+        importable. `step`: the training step whose metrics MLflow links to the model. An outage
+        is a warning and returns None (the checkpoint is in OUT_URI regardless).
+        """
+
+        def send() -> str:
+            import mlflow.pytorch
+
+            snapshot = copy.deepcopy(model).cpu().eval()
+            with _global_tracking_uri(self.tracking_uri):
+                # Created here, in this run's experiment: without an active run MLflow would
+                # otherwise file the model under the default experiment.
+                logged = self.client.create_logged_model(
+                    self.experiment_id, name=name, source_run_id=self.run_id
+                )
+                info = mlflow.pytorch.log_model(
+                    snapshot,
+                    name=name,
+                    model_id=logged.model_id,
+                    run_id=self.run_id,  # passed on to mlflow.models.Model.log
+                    pip_requirements=_policy_requirements(),
+                    serialization_format="pickle",
+                    step=step,
+                )
+            return str(info.model_uri)
+
+        started = time.monotonic()
+        uri = self._logging_call(f"policy model {name!r}", send)
+        if uri is not None:
+            logger.info("logged policy %s in %.1f s", uri, time.monotonic() - started)
+        return uri
+
+    # ------------------------------------------------------------------ system metrics
+    def start_system_metrics(self, sampling_interval_s: float = 10.0) -> None:
+        """Sample CPU, memory, disk, network (and NVIDIA GPU where NVML finds one) every
+        `sampling_interval_s` seconds into `system/...` metrics of this run, in a background
+        thread, until `flush()` / `end()`. MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides the
+        interval. A machine without a GPU just has no GPU metrics; a failure to start is a
+        warning: system metrics are diagnostics, never a reason to stop training."""
+        if self._system_metrics is not None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=sampling_interval_s,
+                samples_before_logging=1,
+                resume_logging=self.resumed,  # continue the steps of an earlier attempt
+                tracking_uri=self.tracking_uri,
+            )
+            monitor.start()
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            logger.warning("system metrics for run %s not started: %s", self.run_id, exc)
+            return
+        self._system_metrics = monitor
+
+    def stop_system_metrics(self) -> None:
+        """Stop the sampler and write its last samples (no-op when it is not running)."""
+        monitor, self._system_metrics = self._system_metrics, None
+        if monitor is not None:
+            monitor.finish()
+
     # ------------------------------------------------------------------ registry
     def register_model(self, name: str, artifact_path: str = "checkpoint") -> str:
-        """Register this run's `artifact_path` as a new version of model `name`; -> version."""
+        """Register this run's `artifact_path` as a new version of model `name`; -> version.
+
+        Refused when the run has no such artifact (an upload lost to an outage is only a
+        warning): a version must not point at nothing."""
         from mlflow.exceptions import MlflowException
 
+        if not self.has_artifact(artifact_path):
+            raise TrackingError(
+                f"run {self.run_id} at {self.tracking_uri} has no artifact {artifact_path!r} to "
+                f"register as {name}"
+            )
         try:
             self.client.get_registered_model(name)
         except MlflowException:
@@ -196,13 +516,108 @@ class Tracker:
             self.client.set_model_version_tag(name, version, key, value)
 
     def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        """Finish the run: stop system metrics, confirm queued metrics, set the status (an
+        outage is a warning: the run then stays RUNNING on the server)."""
+        self.flush()
+        self._logging_call(
+            f"run status {status}",
+            lambda: self.client.set_terminated(self.run_id, status=status),
+        )
 
     def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.end("FAILED" if exc_type else "FINISHED")
+
+    # ------------------------------------------------------------------ outages
+    def _logging_call(self, what: str, call: Callable[[], _T]) -> _T | None:
+        """Run one synchronous logging request; a server outage is a warning (-> None).
+
+        Once a call has found the server down, the next ones probe first (a refused connection
+        answers at once) instead of spending MLflow's retries on each; they go through again as
+        soon as the server answers. Errors of a server that is up (a rejected value, a missing
+        run) and of local stores still raise: those are bugs, not outages.
+        """
+        if self._down:
+            problem = probe_server(self.tracking_uri)
+            if problem is not None:
+                logger.warning(
+                    "MLflow at %s is still unreachable (%s): %s not logged",
+                    self.tracking_uri, problem, what,
+                )  # fmt: skip
+                return None
+            self._down = False
+            logger.info("MLflow at %s answers again", self.tracking_uri)
+        try:
+            return call()
+        except Exception as exc:
+            if not self._is_outage(exc):
+                raise
+            self._down = True
+            logger.warning(
+                "MLflow at %s failed (%s): %s not logged; training goes on, its results are in "
+                "OUT_URI regardless",
+                self.tracking_uri, _short_reason(exc), what,
+            )  # fmt: skip
+            return None
+
+    def _is_outage(self, exc: Exception) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        if not _is_http(self.tracking_uri):
+            return False
+        if isinstance(exc, MlflowException):
+            return exc.error_code in _SERVER_SIDE
+        return probe_server(self.tracking_uri) is not None
+
+
+def _fallback_store(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _fallback_run(root: Path, run_id: str) -> Tracker | None:
+    """Resume `run_id` from the fallback store under `root` if it holds that run, else None."""
+    if not (root / "mlflow.db").is_file():
+        return None
+    try:
+        tracker = Tracker(tracking_uri=_fallback_store(root), run_id=run_id)
+    except TrackingError:
+        return None
+    tags = tracker.client.get_run(run_id).data.tags
+    tracker.fallback_from = tags.get(FALLBACK_TAG)
+    return tracker
+
+
+def _open_fallback(
+    uri: str,
+    problem: str,
+    root: Path,
+    experiment: str,
+    run_id: str | None,
+    run_name: str | None,
+) -> Tracker:
+    """The run in the fallback store for an unreachable `uri` (see `Tracker.open`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    store = _fallback_store(root)
+    logger.warning(
+        "MLflow at %s is unreachable (%s); logging to the local fallback store %s instead "
+        "(artifacts in %s; tracking_strict=true makes this an error)",
+        uri, problem, store, root / "artifacts",
+    )  # fmt: skip
+    tracker = _fallback_run(root, run_id) if run_id else None
+    if tracker is None:
+        if run_id:
+            logger.warning(
+                "run %s exists only at the unreachable %s; starting a new run in the fallback "
+                "store (tagged %s=%s)",
+                run_id, uri, FALLBACK_RUN_TAG, run_id,
+            )  # fmt: skip
+        tracker = Tracker(tracking_uri=store, experiment=experiment, run_name=run_name)
+        tags = {FALLBACK_TAG: uri, **({FALLBACK_RUN_TAG: run_id} if run_id else {})}
+        tracker.set_tags(tags)
+    tracker.fallback_from = uri
+    return tracker
 
 
 def checkpoint_from_artifacts(artifact_uri: str, tracking_uri: str, what: str) -> bytes:

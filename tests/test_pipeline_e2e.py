@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from autoe2e.cli import main
@@ -22,6 +23,7 @@ from autoe2e.config import (
     TrainConfig,
     to_dict,
 )
+from autoe2e.model import load_model
 from autoe2e.synthetic import generate_episodes
 
 TINY_GENERATE = GenerateConfig(
@@ -131,6 +133,19 @@ def test_cli_runs_every_stage_without_flyte(episodes: Path, tmp_path, monkeypatc
     summary = json.loads(capsys.readouterr().out)
     assert Path(summary["report_uri"]).is_file()
     assert summary["model_ade_m"] > 0
+    # the selected weights are an MLflow model that plans like the checkpoint
+    import mlflow.pytorch
+
+    (train_summary,) = out.glob("runs/*/training/train_summary.json")
+    policy_uri = json.loads(train_summary.read_text())["policy_uri"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", summary["tracking_uri"])
+    policy = mlflow.pytorch.load_model(policy_uri)
+    checkpoint, _ = load_model(Path(summary["checkpoint_uri"]).read_bytes())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(policy.state_dict().values(), checkpoint.state_dict().values(), strict=True)
+    )
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
     # prepare again with the same inputs and parameters: nothing new is published
     again = [

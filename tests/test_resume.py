@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from episode_factory import TINY_PREPARE, write_episode
+from mlflow_server import mlflow_server
 from tiny_configs import shard_model_config
 
 from autoe2e import pipeline
@@ -59,13 +60,13 @@ def _command(manifest: str, out: Path, **overrides: object) -> list[str]:
     return argv
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return {**env, "PYTHONPATH": str(ROOT)}
+    return {**env, "PYTHONPATH": str(ROOT), **(extra or {})}
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=600)
+def _run(argv: list[str], extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=_env(extra), capture_output=True, text=True, timeout=600)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -77,9 +78,11 @@ def _training_dir(out: Path) -> Path:
     return run / "training"
 
 
-def _kill_after_checkpoint(argv: list[str], out: Path, step: int) -> str:
+def _kill_after_checkpoint(
+    argv: list[str], out: Path, step: int, extra: dict[str, str] | None = None
+) -> str:
     """Start training, SIGKILL it once the checkpoint of `step` exists; -> its stderr."""
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=_env(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     target = f"step-{step:09d}.pt"
     deadline = time.monotonic() + 300
     try:
@@ -134,10 +137,30 @@ def test_resume_with_other_settings_is_refused_naming_the_fields(manifest, tmp_p
     assert "resuming from" in resumed.stderr
 
 
+def test_resume_while_mlflow_is_down_keeps_the_checkpoints(manifest, tmp_path) -> None:
+    """Preempted while logging to a server that is gone when the pod comes back: training
+    resumes from the recorded run's checkpoints and logs to the local fallback store."""
+    out = tmp_path / "out"
+    (tmp_path / "mlflow").mkdir()
+    with mlflow_server(tmp_path / "mlflow") as url:
+        _kill_after_checkpoint(
+            _command(manifest, out), out, step=3, extra={"MLFLOW_TRACKING_URI": url}
+        )
+    (recorded,) = (out / "runs").iterdir()
+    resumed = _run(_command(manifest, out), extra={"MLFLOW_TRACKING_URI": url})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "unreachable" in resumed.stderr and "stands in for" in resumed.stderr
+    assert "resuming from" in resumed.stderr and "step 3" in resumed.stderr
+    assert list((out / "runs").iterdir()) == [recorded]
+    assert (recorded / "training" / "last.pt").is_file()
+    assert (out / "mlflow-fallback" / "mlflow.db").is_file()
+
+
 FLYTE_ATTEMPT = """
 import json, sys
 from autoe2e.config import TrainConfig, from_dict
 from tasks.stages import PreparedDataset, train_model
+from mlflow_server import mlflow_server
 from tiny_configs import shard_model_config
 
 manifest, out, sets = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

@@ -387,9 +387,12 @@ class _Run:
             extra = {k: v for k, v in self.best.extra.items()}
             extra.update(step=progress.step, run_id=run_id)
             storage.write_bytes(last_uri, checkpoint_bytes(self.core, extra))
+            # the selected weights as an MLflow model: `mlflow.pytorch.load_model(policy_uri)`
+            policy_uri = tracker.log_policy(self._best_model()) if tracker is not None else None
             summary = {
                 "checkpoint_uri": checkpoint_uri,
                 "last_uri": last_uri,
+                "policy_uri": policy_uri,
                 "run_id": run_id,
                 "split": self.data.split,
                 "metrics": metrics,
@@ -407,7 +410,6 @@ class _Run:
                     LAST_NAME, storage.read_bytes(last_uri), artifact_path="last"
                 )
                 tracker.log_dict(SUMMARY_NAME, summary)
-                tracker.log_policy(self._best_model())
         distributed.teardown(info)
         return TrainResult(checkpoint_uri, run_id, progress.best_ade, progress.step, metrics)
 
