@@ -145,6 +145,11 @@ def test_cli_runs_every_stage_without_flyte(episodes: Path, tmp_path, monkeypatc
         torch.equal(a, b)
         for a, b in zip(policy.state_dict().values(), checkpoint.state_dict().values(), strict=True)
     )
+    client = MlflowClient(summary["tracking_uri"])
+    logged = {f.path for f in client.list_artifacts(summary["mlflow_run_id"])}
+    assert {"config.json", "checkpoint", "last", "train_summary.json"} <= logged
+    run = client.get_run(summary["mlflow_run_id"])
+    assert "train/data_wait_s_per_step" in run.data.metrics
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
     # prepare again with the same inputs and parameters: nothing new is published

@@ -217,6 +217,9 @@ class _Run:
         if tracker is not None:
             if progress.step == 0:
                 tracker.log_params(_flat_params(self.model_cfg, cfg))
+                # the configs as one file too (params shorten long values)
+                configs = {"model": to_dict(self.model_cfg), "train": to_dict(cfg)}
+                tracker.log_dict("config.json", configs)
             else:  # the first attempt logged them; MLflow refuses to change a logged value
                 tracker.set_tags({"resumed_from_step": str(progress.step)})
             tracker.set_tags(
