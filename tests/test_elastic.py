@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -105,5 +106,5 @@ def test_two_gloo_workers_train_in_sync_like_one_process(manifest, tmp_path) -> 
     # The same global batches and averaged gradients: the same weights up to float reduction
     # order.
     worst = max((ddp[k].double() - one[k].double()).abs().max().item() for k in one)
-    print(f"largest weight difference DDP vs one process: {worst:.3g}")
+    logging.getLogger(__name__).warning("largest weight difference DDP vs one process: %.3g", worst)
     assert worst < 1e-4, worst
