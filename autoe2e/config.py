@@ -35,14 +35,24 @@ class GenerateConfig:
     cameras: list[str] = field(default_factory=lambda: ["front", "left", "right", "rear"])
     image_width: int = 224
     image_height: int = 128
+    #: Horizontal field of view of every camera not named in `camera_fov_deg`.
     horizontal_fov_deg: float = 100.0
+    #: Per-camera horizontal FOV (degrees) by camera name; names not in `cameras` are ignored.
+    #: The front camera is a narrow (tele) view: at 45 deg a car 30 m ahead is ~8 px wide at the
+    #: model's 112 x 64 input instead of ~3 px at 100 deg, so brake lamps, lights and obstacles
+    #: survive the downscale and two rounds of 4:2:0 chroma subsampling.
+    camera_fov_deg: dict[str, float] = field(default_factory=lambda: {"front": 45.0})
     camera_fps: float = 30.0
     telemetry_hz: float = 30.0
     # Scenario mix: probabilities per episode / per road segment.
     curve_probability: float = 0.55
     s_bend_probability: float = 0.25
     lead_vehicle_probability: float = 0.6
-    stop_event_probability: float = 0.5
+    #: Per episode with a lead vehicle, or without one and without a works truck.
+    stop_event_probability: float = 0.8
+    #: Per episode without a lead vehicle: a stopped works truck in the ego lane that the ego
+    #: must see and stop for (it is not in the map); the truck turns off once the ego waits.
+    obstacle_probability: float = 0.9
     oncoming_traffic_density: float = 0.5
     max_speed_mps: float = 20.0
     max_lateral_accel_mps2: float = 2.5
@@ -183,6 +193,11 @@ class ModelConfig:
     target_grid: int = 2
     use_world_model: bool = True
     stop_gradient_world_model: bool = True
+    #: Trained baselines that share everything else with the model: "no_camera" gives the
+    #: planner no camera information (map + ego history), "ego_only" neither cameras nor map
+    #: (ego history alone, the "ego status is all you need" baseline). Both need
+    #: use_world_model=false (a world model over blank frames is meaningless). "none" = the model.
+    input_ablation: str = "none"
 
     @property
     def visual_history_dim(self) -> int:
@@ -194,6 +209,18 @@ class ModelConfig:
         return from_dict(cls, {**model_preset(name), **overrides}).validate()
 
     def validate(self) -> ModelConfig:
+        _require(
+            self.input_ablation in ("none", "no_camera", "ego_only"),
+            "input_ablation",
+            self.input_ablation,
+            'one of "none", "no_camera", "ego_only"',
+        )
+        _require(
+            self.input_ablation == "none" or not self.use_world_model,
+            "input_ablation",
+            self.input_ablation,
+            "set use_world_model=false with a camera-free baseline",
+        )
         _require(self.max_cameras >= 1, "max_cameras", self.max_cameras, ">= 1")
         _require(self.history_len >= 1, "history_len", self.history_len, ">= 1")
         _require(self.future_steps >= 1, "future_steps", self.future_steps, ">= 1")
@@ -381,6 +408,13 @@ class EvalConfig:
     #: empty = "autoe2e-<ModelConfig.name>". The alias `champion` marks the promoted version,
     #: `challenger` the latest one that was not promoted.
     registered_model: str = ""
+    #: Trained baselines scored on the same samples and reported next to the model:
+    #: name -> checkpoint path/URI (e.g. {"ego_only": ".../best.pt", "no_camera": ...}, models
+    #: trained with ModelConfig.input_ablation). Empty = only the analytic baselines.
+    baseline_checkpoints: dict[str, str] = field(default_factory=dict)
+    #: Test-time ablations of the model (cameras blanked / shuffled, world-model history
+    #: zeroed) and world-model diagnostics; each ablation costs one more pass of the planner.
+    ablations: bool = True
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -241,6 +241,23 @@ def summarize(
     ]
     for name, metrics in report["planner"]["baselines"].items():
         headline.append(f"{name:<19}: ADE {metrics['ade_m']:.2f} m  FDE {metrics['fde_m']:.2f} m")
+    key = report.get("key_metric", "ade")
+    label = "ADE@3s" if key == "ade_3s" else "ADE"
+    for row in report.get("by_scenario", []):
+        model_value = row.get(f"model_{key}_m")
+        cv_value = row.get(f"constant_velocity_{key}_m")
+        if model_value is not None and cv_value is not None:
+            headline.append(
+                f"  {row['scenario']:<17}: {label} {model_value:.2f} m vs CV {cv_value:.2f} m "
+                f"({row['samples']} samples, {row['episodes']} episodes)"
+            )
+    for name, entry in report.get("ablations", {}).items():
+        if entry.get("ratio_to_model") is not None:
+            headline.append(
+                f"  test-time {name:<8}: {label} x{entry['ratio_to_model']:.2f} of the model's"
+            )
+    if report.get("report_html_uri"):
+        headline.append(f"plots and tables   : {report['report_html_uri']}")
     headline.append(
         f"promotion gate     : {'passed' if gate['passed'] else 'failed'} "
         f"({'; '.join(gate.get('reasons', [])) or 'all checks passed'})"

@@ -17,6 +17,7 @@ from autoe2e.config import EvalConfig, ModelConfig, PrepareConfig, TrainConfig
 from autoe2e.contract import CONTRACT_VERSION
 from autoe2e.data import staging
 from autoe2e.data.schema import SCHEMA_VERSION
+from tasks import decks
 from tasks.resources import (
     EVALUATE_INTERRUPTIBLE,
     EVALUATE_LIMITS,
@@ -104,7 +105,13 @@ def prepare_episode(
     return staging.stage_episode(episode_uri, fingerprint, pod_config, staging_uri)
 
 
-@task(requests=PUBLISH_RESOURCES, retries=RETRIES, interruptible=PREPARE_INTERRUPTIBLE)
+@task(
+    requests=PUBLISH_RESOURCES,
+    retries=RETRIES,
+    interruptible=PREPARE_INTERRUPTIBLE,
+    enable_deck=True,
+    deck_fields=decks.DECK_FIELDS,
+)
 def publish_dataset(
     staged_uris: list[str],
     episodes_uri: str,
@@ -120,6 +127,7 @@ def publish_dataset(
         inputs_sha256=inputs_sha256,
         episodes_uri=episodes_uri,
     )
+    decks.prepare_deck(result.manifest_uri)
     return PreparedDataset(
         manifest_uri=result.manifest_uri,
         num_samples=result.num_samples,
@@ -139,6 +147,8 @@ def publish_dataset(
     task_config=train_elastic(),
     environment=train_launch_env(),
     annotations={"karpenter.sh/do-not-disrupt": "true"},
+    enable_deck=True,
+    deck_fields=decks.DECK_FIELDS,
 )
 def train_model(
     dataset: PreparedDataset, out_uri: str, model_config: ModelConfig, train_config: TrainConfig
@@ -149,6 +159,7 @@ def train_model(
     the run OUT_URI records instead of starting over.
     """
     result = pipeline.train_stage(dataset.manifest_uri, out_uri, model_config, train_config)
+    decks.train_deck(out_uri, str(result.run_id), result.metrics)
     return TrainedModel(
         checkpoint_uri=result.checkpoint_uri,
         mlflow_run_id=result.run_id,
@@ -163,11 +174,15 @@ def train_model(
     accelerator=gpu_accelerator(),
     retries=RETRIES,
     interruptible=EVALUATE_INTERRUPTIBLE,
+    enable_deck=True,
+    deck_fields=decks.DECK_FIELDS,
 )
 def evaluate_model(
     dataset: PreparedDataset, model: TrainedModel, out_uri: str, eval_config: EvalConfig
 ) -> pipeline.PipelineSummary:
     """Held-out ADE/FDE next to constant-velocity baselines; registers the model if it passes."""
-    return pipeline.evaluate_stage(
+    summary = pipeline.evaluate_stage(
         dataset.manifest_uri, model.checkpoint_uri, out_uri, eval_config, model.mlflow_run_id
     )
+    decks.evaluate_deck(summary.report_uri, summary.tracking_uri, summary.mlflow_run_id)
+    return summary

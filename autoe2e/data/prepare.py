@@ -5,7 +5,9 @@ unwritable output, skip everything when an identical manifest already exists, pr
 (bad ones are quarantined, not fatal), write and validate shards under deterministic keys, and
 write the manifest last with a create-only put so readers never see a half-published dataset.
 `prepare_episode` and `publish` are separate so an orchestrator can fan episodes out (Flyte
-``map_task``) and publish once.
+``map_task``) and publish once. An episode's optional ``scenario.json`` (ground-truth events)
+is copied into its manifest entry as ``events`` for per-scenario evaluation
+(`autoe2e.data.scenarios`); the samples themselves do not depend on it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +28,7 @@ from autoe2e.config import PrepareConfig
 from autoe2e.contract import CONTRACT_VERSION, EpisodeContractError
 from autoe2e.data import manifest as mf
 from autoe2e.data.episode import EpisodeSamples, prepare_episode
+from autoe2e.data.scenarios import read_episode_events
 from autoe2e.data.schema import SCHEMA_VERSION
 from autoe2e.data.shards import file_parts, plan_shards, read_parquet_bytes, serialise
 from autoe2e.data.validate import validate_shard
@@ -124,8 +127,19 @@ def prepare_dataset(
             )
     else:
         outcomes = [_prepare_or_quarantine(uri, config) for uri in episode_uris]
+    # Outcomes are in episode_uris order; scenario files are small, read them here.
+    events = {
+        outcome.episode_id: found
+        for uri, outcome in zip(episode_uris, outcomes, strict=True)
+        if not isinstance(outcome, dict) and (found := read_episode_events(uri)) is not None
+    }
     result = publish_outcomes(
-        outcomes, out_uri, config, inputs_sha256=inputs_sha256, episodes_uri=episodes_uri
+        outcomes,
+        out_uri,
+        config,
+        inputs_sha256=inputs_sha256,
+        episodes_uri=episodes_uri,
+        events=events,
     )
     result.seconds = time.perf_counter() - started
     logger.info(
@@ -180,6 +194,7 @@ def publish_outcomes(
     *,
     inputs_sha256: str,
     episodes_uri: str = "",
+    events: Mapping[str, list[dict]] | None = None,
 ) -> PrepareResult:
     """Publish per-episode outcomes: samples are exported, quarantine records are listed."""
     return publish(
@@ -189,6 +204,7 @@ def publish_outcomes(
         config,
         inputs_sha256=inputs_sha256,
         episodes_uri=episodes_uri,
+        events=events,
     )
 
 
@@ -256,6 +272,20 @@ def _camera_vocabulary(config: PrepareConfig, prepared: Sequence[PublishableEpis
     return vocabulary
 
 
+def _episode_entry(episode: PublishableEpisode, events: list[dict] | None) -> dict[str, Any]:
+    """An episode's manifest entry; ``events`` only when the episode has scenario events."""
+    entry: dict[str, Any] = {
+        "episode_id": episode.episode_id,
+        "num_samples": episode.num_samples,
+        "num_dropped": episode.num_dropped,
+        "drop_reasons": episode.drop_reasons,
+        "cameras": episode.cameras,
+    }
+    if events is not None:
+        entry["events"] = events
+    return entry
+
+
 def publish(
     prepared: Sequence[PublishableEpisode],
     quarantined: list[dict[str, str]],
@@ -264,8 +294,13 @@ def publish(
     *,
     inputs_sha256: str,
     episodes_uri: str = "",
+    events: Mapping[str, list[dict]] | None = None,
 ) -> PrepareResult:
-    """Shard, validate and write ``prepared`` episodes, then the manifest (create-only)."""
+    """Shard, validate and write ``prepared`` episodes, then the manifest (create-only).
+
+    ``events`` maps episode ids to their scenario events (`scenarios.manifest_events`); an
+    episode listed there gets them in its manifest entry, any other gets no ``events`` key.
+    """
     manifest_uri = storage.join_uri(out_uri, mf.MANIFEST_FILE)
     if not prepared:
         reasons = "\n  ".join(f"{q['episode_id']}: {q['reason']}" for q in quarantined)
@@ -320,16 +355,7 @@ def publish(
         inputs_sha256=inputs_sha256,
         episodes_uri=episodes_uri,
         shards=shards,
-        episodes=[
-            {
-                "episode_id": e.episode_id,
-                "num_samples": e.num_samples,
-                "num_dropped": e.num_dropped,
-                "drop_reasons": e.drop_reasons,
-                "cameras": e.cameras,
-            }
-            for e in prepared
-        ],
+        episodes=[_episode_entry(e, (events or {}).get(e.episode_id)) for e in prepared],
         quarantined=sorted(quarantined, key=lambda q: q["episode_id"]),
     )
     if not storage.write_bytes(manifest_uri, mf.encode(manifest), create_only=True):

@@ -6,7 +6,9 @@ built from the episode's content fingerprint, the contract/schema versions and t
 parameters, so a nightly re-run finds unchanged episodes already staged (and the orchestrator's
 cache, keyed on the same inputs, does not even start them): only new or changed episodes are
 decoded again. The single-process `prepare_dataset` path is unchanged and publishes the same
-dataset (same shards, same manifest identity) from the same inputs.
+dataset (same shards, same manifest identity) from the same inputs. An episode's optional
+``scenario.json`` events are read when it is staged and kept in ``staged.json``, so the
+published manifest carries them exactly as `prepare_dataset` does.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from autoe2e.data.prepare import (
     publish_outcomes,
     with_camera_threads,
 )
+from autoe2e.data.scenarios import read_episode_events
 from autoe2e.data.schema import FRAME_SCHEMA, SAMPLE_SCHEMA, SCHEMA_VERSION
 from autoe2e.data.shards import read_parquet_bytes
 
@@ -59,7 +62,8 @@ __all__ = [
 #: Folder next to the published dataset that holds the per-episode results.
 STAGING_DIR = "dataset-staging"
 #: Bump when the layout of a staged episode changes (old staged results are then ignored).
-STAGING_FORMAT = "2"
+#: 3: staged.json carries the episode's scenario events.
+STAGING_FORMAT = "3"
 FRAMES_FILE = "frames.parquet"
 SAMPLES_FILE = "samples.parquet"
 #: Written last: its presence marks a complete staged episode (an interrupted stage is redone).
@@ -177,6 +181,9 @@ def stage_episode(
         "nbytes": outcome.nbytes,
         "seconds": outcome.seconds,
     }
+    events = read_episode_events(episode_uri)
+    if events is not None:
+        meta["events"] = events
     storage.write_bytes(storage.join_uri(folder, DONE_FILE), json.dumps(meta).encode())
     logger.info("staged %s (%d samples) at %s", episode_uri, outcome.num_samples, folder)
     return folder
@@ -201,6 +208,8 @@ class StagedEpisode:
     drop_reasons: dict[str, int]
     nbytes: int
     seconds: float
+    #: Scenario events for the manifest; None when the episode has no scenario.json.
+    events: list[dict] | None = None
 
     @property
     def num_dropped(self) -> int:
@@ -244,6 +253,7 @@ def _read_staged(folder: str) -> StagedEpisode | dict[str, str]:
         drop_reasons=dict(meta["drop_reasons"]),
         nbytes=int(meta["nbytes"]),
         seconds=float(meta["seconds"]),
+        events=meta.get("events"),
     )
 
 
@@ -275,12 +285,19 @@ def _publish_folders(
     inputs_sha256: str,
     episodes_uri: str,
 ) -> PrepareResult:
+    outcomes = [_read_staged(uri) for uri in staged_uris]
+    events = {
+        o.episode_id: o.events
+        for o in outcomes
+        if isinstance(o, StagedEpisode) and o.events is not None
+    }
     result = publish_outcomes(
-        [_read_staged(uri) for uri in staged_uris],
+        outcomes,
         out_uri,
         config,
         inputs_sha256=inputs_sha256,
         episodes_uri=episodes_uri,
+        events=events,
     )
     logger.info(
         "published %d samples from %d staged episodes (%d quarantined)",

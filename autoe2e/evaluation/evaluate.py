@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from autoe2e import storage
 from autoe2e.config import EvalConfig
-from autoe2e.evaluation.collect import collect
+from autoe2e.evaluation.collect import DIAGNOSTIC_SAMPLES, Collected, collect
 from autoe2e.evaluation.promotion import promote
 from autoe2e.evaluation.report import build_report
 from autoe2e.model import load_model
@@ -68,17 +68,36 @@ def evaluate(
     horizons = list(eval_cfg.horizons_s)
     amp = autocast_dtype("auto", device)
 
-    def score(candidate: torch.nn.Module, frames: bool) -> Any:
+    def score(candidate: torch.nn.Module, frames: bool, full: bool = False) -> Any:
         data = (
             dataset
             if frames == model.cfg.use_world_model
             else factory(manifest_uri, episodes, frames)
         )
         loader = DataLoader(data, batch_size=eval_cfg.batch_size, shuffle=False)
-        return collect(candidate.to(device), loader, device, horizons, autocast_dtype=amp)
+        return collect(
+            candidate.to(device),
+            loader,
+            device,
+            horizons,
+            autocast_dtype=amp,
+            ablations=full and eval_cfg.ablations,
+            diagnostics=(len(data) // DIAGNOSTIC_SAMPLES + 1) if full else 0,
+        )
 
-    collected = score(model, model.cfg.use_world_model)
-    report = build_report(collected, eval_cfg)
+    collected = score(model, model.cfg.use_world_model, full=True)
+    trained = {}
+    for name, uri in eval_cfg.baseline_checkpoints.items():
+        baseline, baseline_extra = load_model(storage.read_bytes(uri), source=uri)
+        baseline_test = baseline_extra.get("split", {}).get("test")
+        if baseline_test is not None and sorted(baseline_test) != sorted(episodes):
+            raise EvaluationError(
+                f"trained baseline {name} ({uri}) holds out other test episodes than "
+                f"{checkpoint_uri}; train it on the same manifest with the same split seed"
+            )
+        trained[name] = score(baseline, baseline.cfg.use_world_model)
+    labels = _scenario_labels(manifest_uri, collected)
+    report = build_report(collected, eval_cfg, labels=labels, trained=trained)
     report.update(
         {
             "checkpoint_uri": checkpoint_uri,
@@ -124,9 +143,76 @@ def evaluate(
             }
         )
         tracking.log_dict(REPORT_NAME, report)
+    report["report_html_uri"] = _write_page(
+        report, model, dataset, labels, manifest_uri, out_uri, device, tracking
+    )
     storage.write_bytes(report_uri, json.dumps(report, indent=2, sort_keys=True).encode())
     logger.info("evaluation: gate %s, report %s", report["gate"]["passed"], report_uri)
     return report
+
+
+def _write_page(
+    report: dict[str, Any],
+    model: torch.nn.Module,
+    dataset: Any,
+    labels: list[tuple[str, ...]] | None,
+    manifest_uri: str,
+    out_uri: str,
+    device: torch.device,
+    tracking: Any | None,
+) -> str:
+    """report.html next to report.json (and in the MLflow run): tables, plots, bird's-eye
+    samples per scenario. A page that cannot be drawn is a warning, never a lost evaluation."""
+    from autoe2e.evaluation.html_report import REPORT_HTML_NAME, render_html
+    from autoe2e.evaluation.report_page import DEFAULT_RESOLUTION_M, birdseye_section, page_sections
+
+    uri = storage.join_uri(out_uri, REPORT_HTML_NAME)
+    try:
+        resolution = DEFAULT_RESOLUTION_M
+        try:
+            from autoe2e.data import manifest as mf
+
+            parameters = mf.read_manifest(manifest_uri).get("parameters", {})
+            resolution = float(parameters.get("map_resolution_m", resolution))
+        except mf.ManifestError:
+            pass
+        birdseye = birdseye_section(model, dataset, labels, resolution, device)
+        page = render_html("AutoE2E evaluation", page_sections(report, birdseye))
+        storage.write_bytes(uri, page.encode())
+        if tracking is not None:
+            tracking.log_artifact_bytes(REPORT_HTML_NAME, page.encode())
+    except Exception as exc:  # noqa: BLE001 - the numbers are what matters
+        logger.warning("report page %s not written: %s: %s", uri, type(exc).__name__, exc)
+        return ""
+    logger.info("report page -> %s", uri)
+    return uri
+
+
+def _scenario_labels(manifest_uri: str, collected: Collected) -> list[tuple[str, ...]] | None:
+    """Per-sample scenario labels from the manifest's optional scenario events (synthetic
+    worlds record them; real data without them gets no breakdown, and needs none)."""
+    from autoe2e.data import manifest as mf
+
+    try:
+        manifest = mf.read_manifest(manifest_uri)
+    except mf.ManifestError:
+        return None  # a dataset factory without a manifest (tests, benchmarks)
+    from autoe2e.data.scenarios import manifest_labels
+
+    labels: list[tuple[str, ...]] = []
+    episodes = np.asarray(collected.episode_ids)
+    times = np.asarray(collected.timestamps_s)
+    per_episode: dict[str, list[tuple[str, ...]]] = {}
+    for episode in dict.fromkeys(collected.episode_ids):
+        found = manifest_labels(manifest, episode, times[episodes == episode].tolist())
+        if found is None:
+            return None
+        per_episode[episode] = list(found)
+    cursor = dict.fromkeys(per_episode, 0)
+    for episode in collected.episode_ids:
+        labels.append(per_episode[episode][cursor[episode]])
+        cursor[episode] += 1
+    return labels
 
 
 def _log_evaluation(tracker: Any, report: dict[str, Any], checkpoint_uri: str) -> None:
@@ -140,6 +226,22 @@ def _log_evaluation(tracker: Any, report: dict[str, Any], checkpoint_uri: str) -
     for predictor, value in report.get("world_model", {}).get("jepa_l1", {}).items():
         if value is not None:
             metrics[f"test/jepa_l1/{predictor}"] = value
+    sections = {
+        "ablation": report.get("ablations", {}),
+        "trained": report.get("trained_baselines", {}),
+    }
+    for prefix, entries in sections.items():
+        for name, entry in entries.items():
+            for key, value in entry.items():
+                if isinstance(value, float):
+                    metrics[f"test/{prefix}/{name}/{key}"] = value
+    for key, value in report.get("world_model_diagnostics", {}).items():
+        if isinstance(value, float):
+            metrics[f"test/world_model/{key}"] = value
+    for row in report.get("by_scenario", []):
+        for key, value in row.items():
+            if isinstance(value, float):
+                metrics[f"test/scenario/{row['scenario']}/{key}"] = value
     tracker.log_metrics(metrics, step=int(report.get("trained_steps") or 0))
     if not tracker.has_artifact("checkpoint"):
         name_in_run = checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]

@@ -3,8 +3,9 @@
 Convention (named in every report): for one sample, the L2 error at step t is the Euclidean
 distance between predicted and true (x, y) at that step; ADE is the mean of the L2 error over
 the valid steps of the sample, FDE is the L2 error at the last step (samples whose last step is
-missing are excluded), and L2@h is the error *at* horizon h seconds (not the mean up to h).
-Dataset-level numbers are means over samples.
+missing are excluded), L2@h is the error *at* horizon h seconds and ADE@h the mean L2 over the
+steps up to h (ADE@3s is the figure upstream reported). Dataset-level numbers are means over
+samples.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import torch
 
 METRIC_CONVENTION = (
-    "L2@h = Euclidean error at time h (not averaged up to h); ADE = mean L2 over the valid "
-    "steps of a sample; FDE = L2 at the last step (samples with it valid); dataset values are "
-    "sample means; bootstrap CIs resample episodes"
+    "L2@h = Euclidean error at time h (not averaged up to h); ADE@h = mean L2 over the valid "
+    "steps up to h; ADE = mean L2 over all valid steps of a sample (6.4 s); FDE = L2 at the "
+    "last step (samples with it valid); dataset values are sample means; bootstrap CIs "
+    "resample episodes"
 )
 
 
@@ -49,6 +51,11 @@ def per_sample_errors(
     out = {"ade": ade, "fde": torch.where(mask[:, -1], err[:, -1], nan)}
     for name, idx in horizon_indices.items():
         out[name] = torch.where(mask[:, idx], err[:, idx], nan)
+        # ADE@h: mean L2 over the valid steps up to h (the convention upstream reported)
+        head, head_mask = err[:, : idx + 1], mask[:, : idx + 1]
+        n = head_mask.sum(dim=1)
+        mean = (head * head_mask).sum(dim=1) / n.clamp(min=1)
+        out["ade_" + name.removeprefix("l2_")] = torch.where(n > 0, mean, nan)
     return out
 
 

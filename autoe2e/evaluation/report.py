@@ -42,18 +42,81 @@ def bootstrap_ci(
     return [float(lo), float(hi)]
 
 
-def build_report(collected: Collected, eval_cfg: EvalConfig) -> dict[str, Any]:
+def _summary(metrics: dict[str, list[float]], episodes: np.ndarray) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    ci: dict[str, Any] = {}
+    for metric, values in metrics.items():
+        arr = np.asarray(values, dtype=np.float64)
+        entry[f"{metric}_m"] = _mean(arr)
+        ci[f"{metric}_m"] = bootstrap_ci(arr, episodes)
+    entry["ci95"] = ci
+    return entry
+
+
+def _key_metric(horizons_s: list[float]) -> str:
+    """ADE@3s when 3 s is a reported horizon (the headline upstream used), else ADE."""
+    return "ade_3s" if 3.0 in [float(h) for h in horizons_s] else "ade"
+
+
+def _versus(
+    model: dict[str, list[float]],
+    other: dict[str, list[float]],
+    metric: str,
+    episodes: np.ndarray,
+) -> dict[str, Any]:
+    """`other` relative to the model on the same samples: means, ratio, paired difference."""
+    a = np.asarray(model[metric], dtype=np.float64)
+    b = np.asarray(other[metric], dtype=np.float64)
+    ma, mb = _mean(a), _mean(b)
+    return {
+        f"{metric}_m": mb,
+        "ratio_to_model": (mb / ma) if ma and mb is not None else None,
+        f"minus_model_{metric}_m": _mean(b - a),
+        f"minus_model_{metric}_ci95": bootstrap_ci(b - a, episodes),
+    }
+
+
+def by_scenario(
+    collected: Collected,
+    labels: list[tuple[str, ...]],
+    metric: str,
+    trained: dict[str, Collected] | None = None,
+) -> list[dict[str, Any]]:
+    """Per scenario label: samples, episodes and each planner's mean `metric` with the model's
+    episode-bootstrap CI (a sample may carry several labels)."""
     episodes = np.array(collected.episode_ids)
-    planners: dict[str, Any] = {}
-    for name, metrics in collected.planners.items():
-        entry: dict[str, Any] = {}
-        ci: dict[str, Any] = {}
-        for metric, values in metrics.items():
-            arr = np.asarray(values, dtype=np.float64)
-            entry[f"{metric}_m"] = _mean(arr)
-            ci[f"{metric}_m"] = bootstrap_ci(arr, episodes)
-        entry["ci95"] = ci
-        planners[name] = entry
+    names = sorted({label for sample in labels for label in sample})
+    rows = []
+    for name in names:
+        sel = np.array([name in sample for sample in labels])
+        row: dict[str, Any] = {
+            "scenario": name,
+            "samples": int(sel.sum()),
+            "episodes": int(np.unique(episodes[sel]).size),
+        }
+        sources = {
+            **collected.planners,
+            **{k: v.planners["model"] for k, v in (trained or {}).items()},
+        }
+        for planner, metrics in sources.items():
+            values = np.asarray(metrics[metric], dtype=np.float64)[sel]
+            row[f"{planner}_{metric}_m"] = _mean(values)
+        model = np.asarray(collected.planners["model"][metric], dtype=np.float64)
+        row[f"model_{metric}_ci95"] = bootstrap_ci(model[sel], episodes[sel])
+        rows.append(row)
+    return rows
+
+
+def build_report(
+    collected: Collected,
+    eval_cfg: EvalConfig,
+    labels: list[tuple[str, ...]] | None = None,
+    trained: dict[str, Collected] | None = None,
+) -> dict[str, Any]:
+    """The report of one checkpoint. `labels`: per-sample scenario labels (optional; from the
+    manifest's scenario events); `trained`: trained baselines scored on the same samples."""
+    episodes = np.array(collected.episode_ids)
+    planners = {name: _summary(metrics, episodes) for name, metrics in collected.planners.items()}
 
     model_ade = np.asarray(collected.planners["model"]["ade"], dtype=np.float64)
     cv_ade = np.asarray(collected.planners["constant_velocity"]["ade"], dtype=np.float64)
@@ -112,7 +175,43 @@ def build_report(collected: Collected, eval_cfg: EvalConfig) -> dict[str, Any]:
         "per_episode": per_episode,
         "world_model": world_model,
         "gate": gate(planners, comparisons, eval_cfg),
+        **_extras(collected, eval_cfg, labels, trained),
     }
+
+
+def _extras(
+    collected: Collected,
+    eval_cfg: EvalConfig,
+    labels: list[tuple[str, ...]] | None,
+    trained: dict[str, Collected] | None,
+) -> dict[str, Any]:
+    from autoe2e.evaluation.diagnostics import world_model_diagnostics
+
+    episodes = np.array(collected.episode_ids)
+    metric = _key_metric(eval_cfg.horizons_s)
+    model = collected.planners["model"]
+    out: dict[str, Any] = {"key_metric": metric}
+    if collected.ablations:
+        out["ablations"] = {
+            name: _versus(model, metrics, metric, episodes)
+            for name, metrics in collected.ablations.items()
+        }
+    if trained:
+        out["trained_baselines"] = {}
+        for name, other in trained.items():
+            if other.episode_ids != collected.episode_ids:
+                raise ValueError(f"trained baseline {name} was scored on other samples")
+            entry = _summary(other.planners["model"], episodes)
+            entry.update(_versus(model, other.planners["model"], metric, episodes))
+            out["trained_baselines"][name] = entry
+    if labels is not None:
+        if len(labels) != len(collected.episode_ids):
+            raise ValueError("one scenario label set per sample is needed")
+        out["by_scenario"] = by_scenario(collected, labels, metric, trained)
+    diagnostics = world_model_diagnostics(collected)
+    if diagnostics:
+        out["world_model_diagnostics"] = diagnostics
+    return out
 
 
 def _lt(a: float | None, b: float | None) -> bool:

@@ -121,11 +121,18 @@ class AutoE2E(nn.Module):
         feats = self.backbone(images.reshape(-1, *images.shape[-3:]))
         return feats.mean(dim=(-2, -1)).reshape(*lead, -1)
 
-    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+    def forward(self, batch: dict[str, Any], *, history_off: bool = False) -> ModelOutput:
+        """`history_off` zeroes the visual history the planner sees (a test-time ablation:
+        what the world model's history contributes); the JEPA prediction is unaffected."""
         cfg = self.cfg
         images, camera_index, map_raster, map_valid, ego = self.reactive_inputs(batch)
         b, v = images.shape[:2]
-        current = self.pooled_features(images)  # [B, V, C] with gradients for the planner
+        if cfg.input_ablation == "none":
+            current = self.pooled_features(images)  # [B, V, C] with gradients for the planner
+        else:  # a camera-free baseline: no pixel reaches the planner (nor costs compute)
+            current = images.new_zeros(b, v, self.backbone.channels, dtype=torch.float32)
+        if cfg.input_ablation == "ego_only":
+            map_raster, map_valid = torch.zeros_like(map_raster), torch.zeros_like(map_valid)
         if cfg.use_world_model:
             hist, valid = self._history_inputs(batch, b, v)
             visual_history = self._visual_history(hist, valid, current, camera_index)
@@ -133,8 +140,11 @@ class AutoE2E(nn.Module):
         else:
             visual_history = current.new_zeros(b, cfg.visual_history_dim)
             prediction = None
+        planner_history = visual_history.detach()
+        if history_off:
+            planner_history = torch.zeros_like(planner_history)
         trajectory = self.planner(
-            current, camera_index, map_raster, map_valid, ego, visual_history.detach()
+            current, camera_index, map_raster, map_valid, ego, planner_history
         )
         return ModelOutput(trajectory, visual_history, prediction)
 

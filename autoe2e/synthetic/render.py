@@ -9,6 +9,7 @@ vehicles, posts, trees and traffic lights. That keeps rendering around a millise
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -55,14 +56,22 @@ class CameraModel:
         return CameraInfo(intrinsics=self.intrinsics, extrinsics=self.extrinsics, start_time_s=0.0)
 
 
+def camera_fov_deg(config: GenerateConfig, name: str) -> float:
+    """Horizontal FOV of camera `name`: its `camera_fov_deg` entry, else `horizontal_fov_deg`."""
+    return float(config.camera_fov_deg.get(name, config.horizontal_fov_deg))
+
+
 def camera_rig(config: GenerateConfig) -> list[CameraModel]:
-    """Cameras from the config: known names get their usual yaw, unknown names spread evenly."""
+    """Cameras from the config: known names get their usual yaw, unknown names spread evenly;
+    each gets its own FOV (a narrow front camera keeps distant cues several pixels wide)."""
     n = len(config.cameras)
     width, height = config.image_width, config.image_height
-    fx = (width / 2) / math.tan(math.radians(config.horizontal_fov_deg) / 2)
-    intr = CameraIntrinsics(fx=fx, fy=fx, cx=width / 2, cy=height / 2, width=width, height=height)
     rig = []
     for i, name in enumerate(config.cameras):
+        fx = (width / 2) / math.tan(math.radians(camera_fov_deg(config, name)) / 2)
+        intr = CameraIntrinsics(
+            fx=fx, fy=fx, cx=width / 2, cy=height / 2, width=width, height=height
+        )
         yaw_deg = KNOWN_YAWS_DEG.get(name, 360.0 * i / n)
         yaw = math.radians(yaw_deg)
         # Mount on a 4.5 x 1.8 m body: roof front / roof rear / mirrors for side views.
@@ -75,9 +84,25 @@ def camera_rig(config: GenerateConfig) -> list[CameraModel]:
     return rig
 
 
+def forward_camera(config: GenerateConfig) -> CameraModel:
+    """The view the ego (and scenario.json's visibility times) judge cues by: the "front"
+    camera, else the rig's camera looking most nearly ahead (within 45 deg), else a virtual
+    forward camera with the default FOV (a rig of side and rear cameras only)."""
+    rig = camera_rig(config)
+    named = [cam for cam in rig if cam.name == "front"]
+    if named:
+        return named[0]
+    ahead = [cam for cam in rig if abs(math.remainder(cam.extrinsics.yaw_rad, 2 * math.pi)) < 0.8]
+    if ahead:
+        return min(ahead, key=lambda cam: abs(math.remainder(cam.extrinsics.yaw_rad, 2 * math.pi)))
+    virtual = dataclasses.replace(config, cameras=["front"], camera_fov_deg={})
+    return camera_rig(virtual)[0]
+
+
 @dataclass(frozen=True)
 class Box:
-    """A vehicle as an oriented box, optionally with lit rear (brake) lights."""
+    """A vehicle as an oriented box, with a lamp bar across its rear face (lit when braking) or,
+    for the works truck, a lit `rear_panel` (z0, z1, colour) covering the rear face instead."""
 
     x: float
     y: float
@@ -87,10 +112,16 @@ class Box:
     height: float
     colour: tuple[int, int, int]
     brake_on: bool = False
+    rear_panel: tuple[float, float, tuple[int, int, int]] | None = None
 
 
-BRAKE_ON = (255, 25, 25)
-BRAKE_OFF = (105, 30, 30)
+#: Brake lamps: saturated red when lit and a dark red when off, so a brake shows as a change of
+#: luminance (~100 vs ~45 luma) as well as of colour; chroma alone does not survive 4:2:0 twice.
+BRAKE_ON = (255, 40, 30)
+BRAKE_OFF = (90, 25, 25)
+#: The lamp bar spans the whole rear face (1.8 x 0.55 m): ~8 x 2.5 px at 30 m in a 45 deg,
+#: 112 px wide view, where two separate lamps would be ~2 px each.
+LAMP_Z0_M, LAMP_Z1_M = 0.5, 1.05
 HEADLIGHT = (250, 245, 210)
 GLASS = (45, 55, 70)
 UNDERBODY = (25, 25, 25)
@@ -218,7 +249,7 @@ class CameraView:
         haze = min(dist / MAX_GROUND_DISTANCE_M, 1.0) ** 1.3
         fx, fy, cx, cy, mz = self.fx, self.fy, self.cx, self.cy, self.mount_z
 
-        def fill(points: tuple, z0: float, z1: float, colour: tuple) -> None:
+        def fill(points: tuple, z0: float, z1: float, colour: tuple, glow: bool = False) -> None:
             us, vs = [], []
             behind = 0
             for px, py in points:
@@ -232,7 +263,10 @@ class CameraView:
                 vs.append(cy - fy * (z0 - mz) / f)
             if behind == len(points):
                 return
-            self._rect(img, min(us), max(us), min(vs), max(vs), _word(colour, haze))
+            # Lit lamps and panels are emissive: they lose half as much contrast to haze.
+            self._rect(
+                img, min(us), max(us), min(vs), max(vs), _word(colour, haze / 2 if glow else haze)
+            )
 
         corners = ((hl, hw), (hl, -hw), (-hl, -hw), (-hl, hw))
         belt = 0.45 * box.height + 0.4
@@ -244,14 +278,15 @@ class CameraView:
         # Rear face with brake lights when seen from behind, headlights when seen from the front.
         cam_rel = -(rx * ch + ry * sh)
         if cam_rel < -hl:
-            face_x, lights = -hl, (BRAKE_ON if box.brake_on else BRAKE_OFF)
+            if box.rear_panel is not None:
+                z0, z1, panel = box.rear_panel
+                fill(((-hl, -hw), (-hl, hw)), z0, z1, panel, glow=True)
+                return
+            lamp = BRAKE_ON if box.brake_on else BRAKE_OFF
+            fill(((-hl, -hw), (-hl, hw)), LAMP_Z0_M, LAMP_Z1_M, lamp, glow=box.brake_on)
         elif cam_rel > hl:
-            face_x, lights = hl, HEADLIGHT
-        else:
-            return
-        # Lamps are oversized (0.6 x 0.45 m) so they stay visible at demo resolutions.
-        for y0, y1 in ((0.35 * hw, hw), (-hw, -0.35 * hw)):
-            fill(((face_x, y0), (face_x, y1)), 0.5, 0.95, lights)
+            for y0, y1 in ((0.35 * hw, hw), (-hw, -0.35 * hw)):
+                fill(((hl, y0), (hl, y1)), 0.5, 0.95, HEADLIGHT)
 
     def render_rgba(
         self,

@@ -1,16 +1,22 @@
-"""Other road users and stop events: what the ego has to see and react to.
+"""Other road users, traffic lights and obstacles: what the ego has to see and react to.
 
 * A lead vehicle in the ego lane that cruises below the ego's speed limit (so the ego catches
-  up and follows) and brakes hard a few times per episode, brake lights on.
+  up and follows) and brakes hard every few seconds, lighting a full-width brake-lamp bar.
 * Oncoming vehicles in the other lane at a constant speed (visual clutter the planner must
   learn to ignore).
-* A stop event: a stop line across the ego lane with a traffic light beyond it. The light is red
-  while the ego approaches and turns green a few seconds after the ego has stopped; drivers
-  react to the green with a human delay, so the camera shows the change before the telemetry.
+* A traffic light with a stop line. It is green while the ego is far away and turns red once
+  the ego is close enough to see it (but far enough to stop comfortably); drivers react to the
+  change after a human delay, stop, and pull away with a delay after it turns green again. The
+  camera therefore shows each change before the ego state does, and the map shows no light.
+* An obstacle the map cannot give (episodes without a lead vehicle): a works truck stopped in
+  the ego lane with a large amber board on its back. The ego notices it a human perception
+  delay (1-1.6 s) after it comes into view and brakes to stop behind it; once the ego waits
+  there the truck turns off the road to the right, and the ego pulls away after a delay.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,20 +27,41 @@ from autoe2e.synthetic.road import Lane, Road
 VEHICLE_LENGTH_M = 4.5
 VEHICLE_WIDTH_M = 1.8
 VEHICLE_HEIGHT_M = 1.5
-#: Body colours (no reds, so a red blob in the image is a brake light or a red light).
+#: Body colours: no reds, ambers or yellows, so a red blob in the image is a brake lamp or a
+#: red light and an amber blob is the works truck's board.
 BODY_COLOURS: tuple[tuple[int, int, int], ...] = (
     (40, 70, 150),
     (200, 200, 205),
     (30, 30, 35),
     (90, 140, 90),
-    (225, 200, 60),
+    (110, 85, 150),
     (120, 120, 130),
     (60, 130, 170),
     (240, 240, 240),
 )
-#: Traffic light position relative to the stop line (beyond it, on the right of the ego lane).
-LIGHT_AHEAD_OF_LINE_M = 12.0
-LIGHT_LATERAL_OFFSET_M = -5.2
+#: Traffic light position relative to the stop line: far enough beyond it that the signal head
+#: stays inside the narrow front camera's vertical field of view while the ego waits at the line.
+LIGHT_AHEAD_OF_LINE_M = 22.0
+LIGHT_LATERAL_OFFSET_M = -5.0
+#: A cue counts as visible once it is inside the front camera's view and at most this far away:
+#: the distances at which the stored 112 x 64 frames still show it (a lamp or the board is
+#: ~3.5 px there). The light turns red and the ego notices the truck only once they are visible,
+#: and scenario.json starts the stop and obstacle events there.
+LIGHT_VISIBLE_RANGE_M = 80.0
+OBSTACLE_VISIBLE_RANGE_M = 90.0
+#: The works truck: bigger than a car, so its board is several pixels at 100 m and 112 x 64.
+TRUCK_LENGTH_M = 6.0
+TRUCK_WIDTH_M = 2.5
+TRUCK_HEIGHT_M = 3.0
+TRUCK_COLOUR = (235, 235, 230)
+#: Turn-off path of the truck: a quarter circle to the right, then straight away from the road.
+TURN_RADIUS_M = 9.0
+TURN_ACCEL_MPS2 = 1.5
+TURN_SPEED_MPS = 6.0
+#: The truck counts as out of the ego lane once its centre is this far right of the lane centre.
+TRUCK_CLEAR_OFFSET_M = 3.0
+#: Drawn until it is this far along its turn-off path (well out of the front camera's view).
+TRUCK_GONE_PATH_M = TURN_RADIUS_M * math.pi / 2 + 30.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +79,7 @@ class LeadPlan:
     cruise_speed_mps: float
     brake_events: tuple[BrakeEvent, ...]
     colour: tuple[int, int, int]
+    #: Human delay between a light change and the lead driver's reaction.
     green_reaction_s: float
 
 
@@ -70,6 +98,12 @@ class OncomingVehicle:
 @dataclass(frozen=True)
 class StopPlan:
     line_road_s_m: float
+    #: The light turns red when the ego's front is this far from the line (or earlier, at the
+    #: distance it needs to stop at `red_decel_mps2` after its reaction delay).
+    red_gap_m: float
+    red_decel_mps2: float
+    #: Human delay between the light turning red and the ego starting to brake.
+    ego_red_reaction_s: float
     #: Seconds between the ego coming to a standstill and the light turning green.
     wait_s: float
     #: Human delay between the light turning green and the ego pulling away.
@@ -77,10 +111,26 @@ class StopPlan:
 
 
 @dataclass(frozen=True)
+class ObstaclePlan:
+    """A works truck stopped in the ego lane at `road_s_m` (its centre) until it turns off."""
+
+    road_s_m: float
+    #: Human delay between the truck coming into view and the ego noticing it.
+    perception_s: float
+    #: Deceleration of the braking curve the ego then follows to stop behind it.
+    brake_decel_mps2: float
+    #: Seconds between the ego coming to a standstill behind it and the truck pulling off.
+    wait_s: float
+    #: Human delay between the truck leaving the lane and the ego pulling away.
+    ego_go_reaction_s: float
+
+
+@dataclass(frozen=True)
 class TrafficPlan:
     lead: LeadPlan | None
     oncoming: tuple[OncomingVehicle, ...]
     stop: StopPlan | None
+    obstacle: ObstaclePlan | None = None
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -88,16 +138,19 @@ def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
 
 
 def plan_lead(rng: np.random.Generator, config: GenerateConfig) -> LeadPlan | None:
-    """Lead vehicle with one or two hard-braking events spread over the episode."""
+    """Lead vehicle that brakes hard every ~4-7 s (about three times in 24 s).
+
+    Brakes are short (0.8-1.6 s) so the lead is back above walking pace before the next one;
+    a brake that falls while it is slow or stopping for a light is skipped by the simulator.
+    """
     if rng.random() >= config.lead_vehicle_probability:
         return None
-    n_events = 1 if config.duration_s < 20.0 else int(rng.integers(1, 3))
-    window = (3.0, config.duration_s - 5.0)
-    slots = np.linspace(window[0], window[1], n_events + 1)
     events = []
-    for i in range(n_events):
-        start = float(rng.uniform(slots[i], max(slots[i], slots[i + 1] - 3.0)))
-        events.append(BrakeEvent(start, float(rng.uniform(1.0, 2.2)), float(rng.uniform(4.0, 6.5))))
+    start = float(rng.uniform(2.0, 4.0))
+    while start < config.duration_s - 3.0:
+        duration = float(rng.uniform(0.8, 1.6))
+        events.append(BrakeEvent(start, duration, float(rng.uniform(4.0, 6.0))))
+        start += duration + float(rng.uniform(3.0, 5.5))
     return LeadPlan(
         start_gap_m=float(rng.uniform(18.0, 35.0)),
         cruise_speed_mps=float(rng.uniform(0.7, 0.9)) * config.max_speed_mps,
@@ -124,34 +177,105 @@ def plan_oncoming(
     return tuple(vehicles)
 
 
+def ego_lane_s_between(
+    free_time_s: np.ndarray, free_lane_s: np.ndarray, times_s: tuple[float, float]
+) -> tuple[float, float]:
+    """Lane arc lengths where a simulated ego (`free_time_s`, `free_lane_s`) is at `times_s`."""
+    return (
+        float(np.interp(times_s[0], free_time_s, free_lane_s)),
+        float(np.interp(times_s[1], free_time_s, free_lane_s)),
+    )
+
+
+def _straightest(
+    road: Road, lane: Lane, lane_range: tuple[float, float], before_m: float, after_m: float
+) -> float:
+    """Road arc length, among lane positions in `lane_range`, whose surroundings (`before_m`
+    behind to `after_m` ahead) curve least: the narrow front camera then sees the object all the
+    way through the approach."""
+    candidates = lane.road_s_of(np.linspace(lane_range[0], lane_range[1], 24))
+    ds = road.s[1] - road.s[0]
+    best, best_cost = float(candidates[0]), np.inf
+    for cand in candidates:
+        i = int(np.searchsorted(road.s, cand))
+        lo, hi = max(0, i - int(before_m / ds)), i + int(after_m / ds) + 1
+        cost = float(np.abs(road.kappa[lo:hi]).max())
+        if cost < best_cost - 1e-6:
+            best, best_cost = float(cand), cost
+    return best
+
+
 def plan_stop(
     rng: np.random.Generator,
     road: Road,
     lane: Lane,
-    free_time_s: np.ndarray,
-    free_lane_s: np.ndarray,
+    lane_range: tuple[float, float],
     config: GenerateConfig,
 ) -> StopPlan | None:
-    """Put a stop line where the ego would be ~40-65 % into the episode, on the straightest bit.
-
-    `free_time_s` / `free_lane_s` is the ego's motion without traffic; the ego then reaches the
-    line early enough to stop, wait and pull away within the episode.
-    """
+    """A stop line on the straightest bit of `lane_range` (lane arc lengths the caller chose
+    from a simulation of the drive, so the ego reaches it in time to stop and pull away)."""
     if rng.random() >= config.stop_event_probability:
         return None
-    frac = float(rng.uniform(0.4, 0.5))
-    lane_lo = float(np.interp(frac * config.duration_s, free_time_s, free_lane_s))
-    lane_hi = float(np.interp((frac + 0.15) * config.duration_s, free_time_s, free_lane_s))
-    candidates = lane.road_s_of(np.linspace(lane_lo, lane_hi, 24))
-    half = int(40.0 / (road.s[1] - road.s[0]))
-    best, best_cost = float(candidates[0]), np.inf
-    for cand in candidates:
-        i = int(np.searchsorted(road.s, cand))
-        cost = float(np.abs(road.kappa[max(0, i - half) : i + half]).max())
-        if cost < best_cost - 1e-6:
-            best, best_cost = float(cand), cost
+    line = _straightest(road, lane, lane_range, 110.0, 30.0)
     return StopPlan(
-        line_road_s_m=best,
+        line_road_s_m=line,
+        red_gap_m=float(rng.uniform(45.0, 70.0)),
+        red_decel_mps2=float(rng.uniform(0.9, 1.1)) * config.comfortable_decel_mps2,
+        ego_red_reaction_s=float(rng.uniform(0.6, 1.0)),
         wait_s=float(rng.uniform(2.0, 3.5)),
         ego_green_reaction_s=float(rng.uniform(0.7, 1.1)),
     )
+
+
+def plan_obstacle(
+    rng: np.random.Generator,
+    road: Road,
+    lane: Lane,
+    lane_range: tuple[float, float],
+    config: GenerateConfig,
+) -> ObstaclePlan | None:
+    """A works truck on the straightest stretch of `lane_range` (the 130 m before it are what
+    the front camera must see while the ego approaches)."""
+    if rng.random() >= config.obstacle_probability:
+        return None
+    where = _straightest(road, lane, lane_range, 130.0, 10.0)
+    return ObstaclePlan(
+        road_s_m=where,
+        perception_s=float(rng.uniform(1.0, 1.6)),
+        brake_decel_mps2=float(rng.uniform(0.9, 1.1)) * config.comfortable_decel_mps2,
+        wait_s=float(rng.uniform(1.0, 2.5)),
+        ego_go_reaction_s=float(rng.uniform(0.6, 1.0)),
+    )
+
+
+def turn_off_offset(path_m: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pose of the turning truck after `path_m` metres along its turn-off path, relative to
+    where it stood: (forward m, left m, heading change rad). A quarter circle of
+    `TURN_RADIUS_M` to the right, then straight on, perpendicular to the road."""
+    a = np.maximum(np.asarray(path_m, np.float64), 0.0)
+    arc = TURN_RADIUS_M * math.pi / 2
+    phi = np.minimum(a, arc) / TURN_RADIUS_M
+    beyond = np.maximum(a - arc, 0.0)
+    forward = TURN_RADIUS_M * np.sin(phi)
+    left = -TURN_RADIUS_M * (1.0 - np.cos(phi)) - beyond
+    return forward, left, -phi
+
+
+def turn_off_path(elapsed_s: np.ndarray | float) -> np.ndarray:
+    """Distance along the turn-off path `elapsed_s` after the truck pulls off (accelerates at
+    `TURN_ACCEL_MPS2` up to `TURN_SPEED_MPS`)."""
+    t = np.maximum(np.asarray(elapsed_s, np.float64), 0.0)
+    t_cap = TURN_SPEED_MPS / TURN_ACCEL_MPS2
+    ramp = 0.5 * TURN_ACCEL_MPS2 * np.minimum(t, t_cap) ** 2
+    return ramp + TURN_SPEED_MPS * np.maximum(t - t_cap, 0.0)
+
+
+def clear_delay_s() -> float:
+    """Seconds from pulling off until the truck's centre is `TRUCK_CLEAR_OFFSET_M` right of the
+    lane centre (out of the ego lane)."""
+    path = TURN_RADIUS_M * math.acos(1.0 - TRUCK_CLEAR_OFFSET_M / TURN_RADIUS_M)
+    t_cap = TURN_SPEED_MPS / TURN_ACCEL_MPS2
+    ramp = 0.5 * TURN_ACCEL_MPS2 * t_cap**2
+    if path <= ramp:
+        return math.sqrt(2.0 * path / TURN_ACCEL_MPS2)
+    return t_cap + (path - ramp) / TURN_SPEED_MPS

@@ -1,0 +1,228 @@
+"""The driving-quality benchmark: does the model learn from its cameras and its world model?
+
+    .venv/bin/python benchmarks/quality.py [--seed S] [--out FILE.json] [--steps N]
+
+Generates a seeded synthetic world (another seed = another world of the same kind), prepares
+it, trains the demo config with the world model on and off and the two trained baselines
+(ego-only: ego history alone; no-camera: ego + map) for the same fixed number of optimizer
+steps, evaluates all of them on the same held-out test episodes (>= 16), and prints one table
+with episode-bootstrap CIs and the targets Q1-Q7. Selection uses the val episodes only; the
+test episodes are touched once, by the evaluation. ADE@3s = mean L2 over the trajectory steps
+up to 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoe2e.config import EvalConfig, GenerateConfig, ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.data.prepare import prepare_dataset
+from autoe2e.evaluation import evaluate
+from autoe2e.splits import split_episodes
+from autoe2e.synthetic import generate_episodes
+from autoe2e.training import train
+
+logger = logging.getLogger("benchmarks.quality")
+
+DEFAULT_SEED = 7
+TEST_FRACTION, VAL_FRACTION = 0.3, 0.15
+MIN_TEST_EPISODES = 16
+#: (target, "le"|"ge"|"lt") per measure
+TARGETS = {
+    "Q1": (0.5, "le", "model ADE@3s / constant-velocity ADE@3s"),
+    "Q2": (0.8, "le", "model ADE@3s / ego-only ADE@3s"),
+    "Q3": (0.9, "le", "model ADE@3s / no-camera ADE@3s"),
+    "Q4": (0.95, "le", "world model on / off, ADE@3s"),
+    "Q5": (1.0, "lt", "JEPA L1 / copy-last L1, worst of the 4 horizons"),
+    "Q6": (1.5, "ge", "cameras blanked at test / normal, ADE@3s"),
+    "Q7": (0.3, "ge", "RankMe / feature dim of the predictions"),
+}
+
+
+def _episodes_needed() -> int:
+    n = 3
+    while True:
+        ids = [f"ep{i}" for i in range(n)]
+        if len(split_episodes(ids, VAL_FRACTION, TEST_FRACTION)["test"]) >= MIN_TEST_EPISODES:
+            return n
+        n += 1
+
+
+def _met(value: float | None, target: float, how: str) -> bool:
+    if value is None:
+        return False
+    return {"le": value <= target, "ge": value >= target, "lt": value < target}[how]
+
+
+def run(seed: int, steps: int, root: Path) -> dict[str, Any]:
+    start = time.monotonic()
+    n = _episodes_needed()
+    generate_episodes(root / "episodes", GenerateConfig(num_episodes=n, seed=seed), workers=0)
+    prepared = prepare_dataset(
+        str(root / "episodes"), str(root / "data"), PrepareConfig(), max_workers=os.cpu_count()
+    )
+    manifest = prepared.manifest_uri
+    base = ModelConfig.preset("demo")
+    variants = {
+        "model": base,
+        "world_model_off": dataclasses.replace(base, use_world_model=False),
+        "ego_only": dataclasses.replace(base, use_world_model=False, input_ablation="ego_only"),
+        "no_camera": dataclasses.replace(base, use_world_model=False, input_ablation="no_camera"),
+    }
+    tcfg = TrainConfig(
+        epochs=1000,
+        max_steps=steps,
+        seed=seed,
+        val_fraction=VAL_FRACTION,
+        test_fraction=TEST_FRACTION,
+        checkpoint_every_steps=0,
+        val_every_steps=max(1, steps // 6),
+    )
+    checkpoints, train_s = {}, {}
+    for name, cfg in variants.items():
+        t0 = time.monotonic()
+        result = train(manifest, str(root / "runs" / name), cfg.validate(), tcfg)
+        checkpoints[name], train_s[name] = result.checkpoint_uri, time.monotonic() - t0
+        logger.warning("%s: %d steps in %.0f s, best val ADE %.2f m", name, result.steps,
+                       train_s[name], result.best_val_ade_m)  # fmt: skip
+    eval_cfg = EvalConfig(
+        horizons_s=[1.0, 2.0, 3.0, 6.4],
+        baseline_checkpoints={k: checkpoints[k] for k in ("ego_only", "no_camera")},
+    )
+    report = evaluate(manifest, checkpoints["model"], str(root / "eval" / "model"), eval_cfg)
+    off = evaluate(
+        manifest, checkpoints["world_model_off"], str(root / "eval" / "off"),
+        dataclasses.replace(eval_cfg, baseline_checkpoints={}, ablations=False),
+    )  # fmt: skip
+    return _summarise(report, off, seed, time.monotonic() - start, train_s, steps)
+
+
+def _summarise(
+    report: dict[str, Any],
+    off: dict[str, Any],
+    seed: int,
+    wall_s: float,
+    train_s: dict[str, float],
+    steps: int,
+) -> dict[str, Any]:
+    metric = "ade_3s_m"
+    model = report["planner"]["model"]
+    baselines = report["planner"]["baselines"]
+    trained = report["trained_baselines"]
+    rows = {
+        "model (cameras + map + ego + world model)": (model[metric], model["ci95"][metric]),
+        "world model off": (
+            off["planner"]["model"][metric],
+            off["planner"]["model"]["ci95"][metric],
+        ),
+        "no-camera (trained: map + ego)": (
+            trained["no_camera"][metric],
+            trained["no_camera"]["ci95"][metric],
+        ),
+        "ego-only (trained: ego history)": (
+            trained["ego_only"][metric],
+            trained["ego_only"]["ci95"][metric],
+        ),
+        "model, cameras blanked at test": (report["ablations"]["cameras_blanked"][metric], None),
+        "model, cameras shuffled at test": (
+            report["ablations"].get("cameras_shuffled", {}).get(metric),
+            None,
+        ),
+        "model, world-model history zeroed": (report["ablations"]["history_zeroed"][metric], None),
+        "constant velocity": (
+            baselines["constant_velocity"][metric],
+            baselines["constant_velocity"]["ci95"][metric],
+        ),
+        "CTRV": (baselines["ctrv"][metric], baselines["ctrv"]["ci95"][metric]),
+    }
+    diag = report.get("world_model_diagnostics", {})
+    l1 = diag.get("per_horizon", {}).get("l1", {})
+    jepa_ratios = [
+        m / c for m, c in zip(l1.get("model", []), l1.get("copy_last_frame", []), strict=True)
+    ]
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    values = {
+        "Q1": ratio(model[metric], baselines["constant_velocity"][metric]),
+        "Q2": ratio(model[metric], trained["ego_only"][metric]),
+        "Q3": ratio(model[metric], trained["no_camera"][metric]),
+        "Q4": ratio(model[metric], off["planner"]["model"][metric]),
+        "Q5": max(jepa_ratios) if jepa_ratios else None,
+        "Q6": report["ablations"]["cameras_blanked"]["ratio_to_model"],
+        "Q7": diag.get("rankme_predictions_over_dim"),
+    }
+    out: dict[str, Any] = {}
+    for key, (target, how, what) in TARGETS.items():
+        out[key] = {"measure": what, "value": values[key], "target": target, "comparison": how,
+                    "met": _met(values[key], target, how)}  # fmt: skip
+    out["Q5"]["per_horizon"] = jepa_ratios
+    out.update(
+        seed=seed,
+        wall_s=wall_s,
+        train_s=train_s,
+        steps_per_variant=steps,
+        test_episodes=report["num_episodes"],
+        test_samples=report["num_samples"],
+        rows={k: {"ade_3s_m": v, "ci95": ci} for k, (v, ci) in rows.items()},
+        by_scenario=report.get("by_scenario"),
+        jepa_per_horizon=diag.get("per_horizon"),
+    )
+    return out
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(f"seed {result['seed']}: {result['test_episodes']} test episodes, "
+          f"{result['test_samples']} samples, {result['steps_per_variant']} steps per variant, "
+          f"{result['wall_s'] / 60:.1f} min")  # fmt: skip
+    print(f"{'planner':45s} {'ADE@3s (m)':>10s}  95% CI")
+    for name, row in result["rows"].items():
+        value, ci = row["ade_3s_m"], row["ci95"]
+        text = "-" if value is None else f"{value:.3f}"
+        span = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+        print(f"{name:45s} {text:>10s}  {span}")
+    for row in result.get("by_scenario") or []:
+        print(f"  scenario {row['scenario']:14s} {row['samples']:5d} samples: model "
+              f"{row.get('model_ade_3s_m') or float('nan'):.2f} m, CV "
+              f"{row.get('constant_velocity_ade_3s_m') or float('nan'):.2f} m")  # fmt: skip
+    for key in TARGETS:
+        q = result[key]
+        value = "-" if q["value"] is None else f"{q['value']:.3f}"
+        sign = {"le": "<=", "ge": ">=", "lt": "<"}[q["comparison"]]
+        print(f"{key} {q['measure']:50s} {value:>7s} (target {sign} {q['target']}) "
+              f"{'met' if q['met'] else 'MISSED'}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--steps", type=int, default=400, help="optimizer steps per variant")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    torch.set_num_threads(os.cpu_count() or 1)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = run(args.seed, args.steps, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(args.seed, args.steps, Path(tmp))
+    _print(result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
