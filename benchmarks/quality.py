@@ -67,7 +67,10 @@ def _met(value: float | None, target: float, how: str) -> bool:
 def run(seed: int, steps: int, root: Path) -> dict[str, Any]:
     start = time.monotonic()
     n = _episodes_needed()
-    generate_episodes(root / "episodes", GenerateConfig(num_episodes=n, seed=seed), workers=0)
+    marker = root / "episodes" / f".complete-seed-{seed}-n-{n}"
+    if not marker.exists():  # --keep: a second run reuses the generated world
+        generate_episodes(root / "episodes", GenerateConfig(num_episodes=n, seed=seed), workers=0)
+        marker.write_text("ok\n")
     prepared = prepare_dataset(
         str(root / "episodes"), str(root / "data"), PrepareConfig(), max_workers=os.cpu_count()
     )

@@ -148,6 +148,7 @@ def test_cli_runs_every_stage_without_flyte(episodes: Path, tmp_path, monkeypatc
     client = MlflowClient(summary["tracking_uri"])
     logged = {f.path for f in client.list_artifacts(summary["mlflow_run_id"])}
     assert {"config.json", "checkpoint", "last", "train_summary.json"} <= logged
+    assert {"report.html", "plots"} <= logged  # evaluate: the page and every plot as a PNG
     run = client.get_run(summary["mlflow_run_id"])
     assert "train/data_wait_s_per_step" in run.data.metrics
     monkeypatch.delenv("MLFLOW_TRACKING_URI")

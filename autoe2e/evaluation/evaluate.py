@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -177,10 +178,15 @@ def _write_page(
         except mf.ManifestError:
             pass
         birdseye = birdseye_section(model, dataset, labels, resolution, device)
-        page = render_html("AutoE2E evaluation", page_sections(report, birdseye))
+        sections = page_sections(report, birdseye)
+        page = render_html("AutoE2E evaluation", sections)
         storage.write_bytes(uri, page.encode())
         if tracking is not None:
             tracking.log_artifact_bytes(REPORT_HTML_NAME, page.encode())
+            for section in sections:  # every plot also as a PNG artifact of the run
+                for caption, png in section.images.items():
+                    name = re.sub(r"[^A-Za-z0-9._-]+", "_", caption).strip("_")[:80] + ".png"
+                    tracking.log_artifact_bytes(name, png, artifact_path="plots")
     except Exception as exc:  # noqa: BLE001 - the numbers are what matters
         logger.warning("report page %s not written: %s: %s", uri, type(exc).__name__, exc)
         return ""

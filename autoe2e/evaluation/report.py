@@ -138,6 +138,7 @@ def build_report(
                     "speed_mps": [lo, None if math.isinf(hi) else hi],
                     "samples": int(sel.sum()),
                     "model_ade_m": _mean(model_ade[sel]),
+                    "model_ade_ci95": bootstrap_ci(model_ade[sel], episodes[sel]),
                     "cv_ade_m": _mean(cv_ade[sel]),
                     "ctrv_ade_m": _mean(ctrv_ade[sel]),
                 }
