@@ -72,6 +72,10 @@ _HTTP_RETRY_DEFAULTS = {
 _SERVER_SIDE = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
+#: What MLflow answers for a run, model, version or alias that does not exist.
+MISSING_ERROR_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 class TrackingError(RuntimeError):
     """The tracking server/store cannot be used; the message names it and the fix."""
 
@@ -277,7 +281,7 @@ class Tracker:
             except TrackingError as exc:
                 cause = exc.__cause__
                 code = cause.error_code if isinstance(cause, MlflowException) else None
-                if run_id and code in _MISSING:
+                if run_id and code in MISSING_ERROR_CODES:
                     resumed = _fallback_run(fallback_root, run_id)
                     if resumed is None:
                         raise
@@ -501,13 +505,15 @@ class Tracker:
         try:
             return str(self.client.get_model_version_by_alias(name, alias).version)
         except MlflowException as exc:
-            if exc.error_code in _MISSING:
+            if exc.error_code in MISSING_ERROR_CODES:
                 return None
             raise
 
     def version_checkpoint(self, name: str, version: str) -> bytes:
         """The checkpoint file a registered version points at."""
         source = self.client.get_model_version(name, version).source
+        from autoe2e.registry import checkpoint_from_artifacts
+
         return checkpoint_from_artifacts(source, self.tracking_uri, f"{name} version {version}")
 
     def set_alias(self, name: str, alias: str, version: str, tags: dict[str, str]) -> None:
@@ -618,53 +624,3 @@ def _open_fallback(
         tracker.set_tags(tags)
     tracker.fallback_from = uri
     return tracker
-
-
-def checkpoint_from_artifacts(artifact_uri: str, tracking_uri: str, what: str) -> bytes:
-    """Download an artifact folder (or file) and return the one checkpoint (`*.pt`) in it."""
-    import mlflow.artifacts
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri
-            )
-        )
-        files = [local] if local.is_file() else sorted(local.rglob("*.pt"))
-        if len(files) != 1:
-            raise TrackingError(
-                f"{what} ({artifact_uri}) holds {len(files)} checkpoint files, expected one .pt"
-            )
-        return files[0].read_bytes()
-
-
-#: What the registry answers for a model, version or alias that does not exist.
-_MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-
-
-def registered_checkpoint(uri: str, tracking_uri: str) -> bytes | None:
-    """Bytes of the checkpoint behind `models:/<name>@<alias>` or `models:/<name>/<version>`;
-    None when that alias or version does not exist (yet)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    ref = uri.removeprefix("models:/")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, number = ref.rsplit("/", 1)
-            version = client.get_model_version(name, number)
-    except ValueError:
-        raise TrackingError(
-            f"{uri!r} is not a registered-model URI; use models:/<name>@<alias> or "
-            "models:/<name>/<version>"
-        ) from None
-    except MlflowException as exc:
-        if exc.error_code in _MISSING:
-            logger.info("%s does not resolve at %s: %s", uri, tracking_uri, exc)
-            return None
-        raise TrackingError(f"cannot resolve {uri} at {tracking_uri}: {exc}") from exc
-    return checkpoint_from_artifacts(version.source, tracking_uri, uri)

@@ -13,7 +13,8 @@ from test_training import factory_for
 from autoe2e.config import ConfigError, EvalConfig, TrainConfig
 from autoe2e.evaluation import evaluate
 from autoe2e.model import AutoE2E, checkpoint_bytes, load_model
-from autoe2e.tracking import Tracker, registered_checkpoint
+from autoe2e.registry import registered_checkpoint
+from autoe2e.tracking import Tracker
 from autoe2e.training import train
 
 NAME = "autoe2e-promotion-test"

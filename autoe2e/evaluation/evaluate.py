@@ -205,19 +205,16 @@ def _scenario_labels(manifest_uri: str, collected: Collected) -> list[tuple[str,
         return None  # a dataset factory without a manifest (tests, benchmarks)
     from autoe2e.data.scenarios import manifest_labels
 
-    labels: list[tuple[str, ...]] = []
     episodes = np.asarray(collected.episode_ids)
     times = np.asarray(collected.timestamps_s)
-    per_episode: dict[str, list[tuple[str, ...]]] = {}
+    labels: list[tuple[str, ...]] = [("straight",)] * len(episodes)
     for episode in dict.fromkeys(collected.episode_ids):
-        found = manifest_labels(manifest, episode, times[episodes == episode].tolist())
+        rows = np.flatnonzero(episodes == episode)
+        found = manifest_labels(manifest, episode, times[rows].tolist())
         if found is None:
             return None
-        per_episode[episode] = list(found)
-    cursor = dict.fromkeys(per_episode, 0)
-    for episode in collected.episode_ids:
-        labels.append(per_episode[episode][cursor[episode]])
-        cursor[episode] += 1
+        for row, sample_labels in zip(rows, found, strict=True):
+            labels[row] = sample_labels
     return labels
 
 

@@ -32,6 +32,15 @@ class RunData:
     val_loader: DataLoader
 
 
+def camera_mismatch(cameras: list[str], cfg: ModelConfig) -> list[str]:
+    if len(cameras) <= cfg.max_cameras:
+        return []
+    return [
+        f"max_cameras={cfg.max_cameras} but the dataset has {len(cameras)} cameras "
+        f"{cameras}; raise max_cameras to >= {len(cameras)}"
+    ]
+
+
 def check_fits(manifest: dict[str, Any], manifest_uri: str, cfg: ModelConfig) -> None:
     """The model's input shapes must be the prepared ones: a mismatch found here costs
     nothing, one found in the first forward pass costs a pod start and a confusing trace."""
@@ -52,12 +61,7 @@ def check_fits(manifest: dict[str, Any], manifest_uri: str, cfg: ModelConfig) ->
         for name, (mine, theirs, prep) in wanted.items()
         if int(mine) != int(theirs)
     ]
-    cameras = list(manifest["cameras"])
-    if len(cameras) > cfg.max_cameras:
-        wrong.append(
-            f"max_cameras={cfg.max_cameras} but the dataset has {len(cameras)} cameras "
-            f"{cameras}; raise max_cameras to >= {len(cameras)}"
-        )
+    wrong += camera_mismatch(list(manifest["cameras"]), cfg)
     if wrong:
         raise ConfigError(
             f"the model config does not fit {manifest_uri}: {'; '.join(wrong)}. Change the "
@@ -80,11 +84,9 @@ def build(
     else:  # tests and benchmarks: map-style datasets with the same item layout
         whole = factory(manifest_uri, None, frames)
         episodes, cameras = list(whole.episode_ids()), list(whole.cameras)
-        if len(cameras) > model_cfg.max_cameras:
-            raise ConfigError(
-                f"config field max_cameras={model_cfg.max_cameras} is invalid: the dataset has "
-                f"{len(cameras)} cameras {cameras}; raise max_cameras to >= {len(cameras)}"
-            )
+        wrong = camera_mismatch(cameras, model_cfg)
+        if wrong:
+            raise ConfigError(f"the model config does not fit {manifest_uri}: {wrong[0]}")
     split = split_episodes(list(episodes), cfg.val_fraction, cfg.test_fraction, cfg.seed)
     logger.info("split by episode: %s", {k: len(v) for k, v in split.items()})
 

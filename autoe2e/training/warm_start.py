@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 def initial_checkpoint(uri: str, optional: bool, tracking_uri: str | None) -> bytes | None:
     """Checkpoint bytes for `TrainConfig.init_checkpoint`, or None to start from scratch."""
     if uri.startswith("models:/"):
-        from autoe2e.tracking import registered_checkpoint
+        from autoe2e.registry import registered_checkpoint
 
         if not tracking_uri:
             raise ConfigError(
