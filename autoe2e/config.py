@@ -388,6 +388,10 @@ class TrainConfig:
         return self
 
 
+#: The trained baselines the pipeline knows (values of ModelConfig.input_ablation).
+TRAINED_BASELINES = ("ego_only", "no_camera")
+
+
 @dataclass
 class EvalConfig:
     """Evaluation on held-out episodes (`autoe2e evaluate`)."""
@@ -412,9 +416,24 @@ class EvalConfig:
     #: name -> checkpoint path/URI (e.g. {"ego_only": ".../best.pt", "no_camera": ...}, models
     #: trained with ModelConfig.input_ablation). Empty = only the analytic baselines.
     baseline_checkpoints: dict[str, str] = field(default_factory=dict)
+    #: Camera-free baselines the pipeline (CLI `run`/`demo` and the Flyte workflow) trains
+    #: beside the model, for the model's number of steps, and scores here: "ego_only" (ego
+    #: history alone) and/or "no_camera" (ego + map). Empty = train none.
+    trained_baselines: list[str] = field(default_factory=lambda: list(TRAINED_BASELINES))
     #: Test-time ablations of the model (cameras blanked / shuffled, world-model history
     #: zeroed) and world-model diagnostics; each ablation costs one more pass of the planner.
     ablations: bool = True
+
+    def validate(self) -> EvalConfig:
+        unknown = sorted(set(self.trained_baselines) - set(TRAINED_BASELINES))
+        _require(
+            not unknown,
+            "trained_baselines",
+            self.trained_baselines,
+            f"unknown {unknown}; choose from {list(TRAINED_BASELINES)} (or [] for none)",
+        )
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        return self
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ Layout under OUT_URI (local path or s3://)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoe2e import storage
-from autoe2e.config import ConfigError, EvalConfig, ModelConfig, PrepareConfig, TrainConfig
+from autoe2e.config import (
+    TRAINED_BASELINES,
+    ConfigError,
+    EvalConfig,
+    ModelConfig,
+    PrepareConfig,
+    TrainConfig,
+)
 from autoe2e.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,8 @@ TRAINING_DIR = "training"
 EVALUATION_DIR = "evaluation"
 SUMMARY_FILE = "summary.json"
 IN_PROGRESS_FILE = "training-in-progress.json"
+#: MLflow tag naming what a training run is: "model" or "baseline:<ablation>".
+ROLE_TAG = "autoe2e.role"
 
 
 @dataclass
@@ -113,8 +123,18 @@ def prepare_stage(episodes_uri: str, out_uri: str, config: PrepareConfig):
     )
 
 
+def in_progress_file(role: str) -> str:
+    """The in-progress record of one training role; the model's keeps its historical name."""
+    return IN_PROGRESS_FILE if role == "model" else f"training-in-progress-{role}.json"
+
+
 def train_stage(
-    manifest_uri: str, out_uri: str, model_config: ModelConfig, train_config: TrainConfig
+    manifest_uri: str,
+    out_uri: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    role: str = "model",
 ):
     """Train into a new MLflow run, or continue the unfinished one OUT_URI records.
 
@@ -122,6 +142,8 @@ def train_stage(
     (its MLflow run id, manifest and configs); the next call with the same manifest and configs
     reuses that run and its training folder, where `train` resumes from the newest checkpoint.
     Other configs are refused with the fields named; another manifest starts a new run.
+    `role` keeps the trained baselines' records apart from the model's (see
+    `train_baseline_stage`).
     """
     from autoe2e.training import distributed, train
 
@@ -130,13 +152,14 @@ def train_stage(
     # Under torchrun / Flyte's Elastic every rank calls this: rank 0 owns the MLflow run and
     # the in-progress record, the others learn the run id from it.
     info = distributed.setup()
-    marker_uri = storage.join_uri(out_uri, IN_PROGRESS_FILE)
+    marker_uri = storage.join_uri(out_uri, in_progress_file(role))
     tracker = None
     run_id = None
     if info.is_main:
         tracker, run_id = _resumable_tracker(
             out_uri, marker_uri, manifest_uri, model_config, train_config
         )
+        tracker.set_tags({ROLE_TAG: role.replace("-", ":", 1)})
     # the training folder is named after the run the marker records, also when MLflow was
     # unreachable and a fallback run stands in for it: the checkpoints are never orphaned
     run_id = str(distributed.broadcast(run_id, info))
@@ -150,6 +173,39 @@ def train_stage(
     if info.is_main:
         storage.delete(marker_uri)
     return result
+
+
+def baseline_configs(
+    model_config: ModelConfig, train_config: TrainConfig, ablation: str, steps: int
+) -> tuple[ModelConfig, TrainConfig]:
+    """The configs of a trained baseline beside a model that trained for `steps` steps.
+
+    A baseline shares everything with the model except its inputs (`input_ablation`, no world
+    model) and trains for exactly the model's optimizer steps, with the time budget lifted: a
+    camera-free model runs many more steps per second, and under the model's wall-clock budget
+    it would be compared after more training, not on the same budget.
+    """
+    if ablation not in TRAINED_BASELINES:
+        raise ConfigError(
+            f"config field trained_baselines: unknown baseline {ablation!r}; choose from "
+            f"{list(TRAINED_BASELINES)}"
+        )
+    model = dataclasses.replace(model_config, use_world_model=False, input_ablation=ablation)
+    train = dataclasses.replace(train_config, max_steps=max(1, int(steps)), time_budget_s=0.0)
+    return model.validate(), train.validate()
+
+
+def train_baseline_stage(
+    manifest_uri: str,
+    out_uri: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    ablation: str,
+    steps: int,
+):
+    """Train one camera-free baseline (`baseline_configs`) in its own resumable MLflow run."""
+    model, train = baseline_configs(model_config, train_config, ablation, steps)
+    return train_stage(manifest_uri, out_uri, model, train, role=f"baseline-{ablation}")
 
 
 def _resumable_tracker(
@@ -201,9 +257,22 @@ def _resumable_tracker(
 
 
 def evaluate_stage(
-    manifest_uri: str, checkpoint_uri: str, out_uri: str, eval_config: EvalConfig, run_id: str
+    manifest_uri: str,
+    checkpoint_uri: str,
+    out_uri: str,
+    eval_config: EvalConfig,
+    run_id: str,
+    baseline_checkpoints: dict[str, str] | None = None,
 ) -> PipelineSummary:
+    """Evaluate, register and summarise; `baseline_checkpoints` (name -> checkpoint URI, e.g.
+    from `train_baseline_stage`) join `EvalConfig.baseline_checkpoints`."""
     from autoe2e.evaluation import evaluate
+
+    if baseline_checkpoints:
+        eval_config = dataclasses.replace(
+            eval_config,
+            baseline_checkpoints={**eval_config.baseline_checkpoints, **baseline_checkpoints},
+        )
 
     tracker = open_tracker(out_uri, run_id=run_id)
     report_dir = storage.join_uri(run_uri(out_uri, run_id), EVALUATION_DIR)
@@ -241,6 +310,10 @@ def summarize(
     ]
     for name, metrics in report["planner"]["baselines"].items():
         headline.append(f"{name:<19}: ADE {metrics['ade_m']:.2f} m  FDE {metrics['fde_m']:.2f} m")
+    for name, metrics in report.get("trained_baselines", {}).items():
+        headline.append(
+            f"{name + ' (trained)':<19}: ADE {metrics['ade_m']:.2f} m  FDE {metrics['fde_m']:.2f} m"
+        )
     key = report.get("key_metric", "ade")
     label = "ADE@3s" if key == "ade_3s" else "ADE"
     for row in report.get("by_scenario", []):
@@ -295,9 +368,22 @@ def run_pipeline(
     train_config: TrainConfig,
     eval_config: EvalConfig,
 ) -> PipelineSummary:
-    """prepare -> train -> evaluate in one process (the Flyte workflow runs the same stages)."""
+    """prepare -> train (the model, then its trained baselines) -> evaluate in one process;
+    the Flyte workflow runs the same stages."""
+    eval_config.validate()  # a bad baseline name fails now, not after the model has trained
     prepared = prepare_stage(episodes_uri, out_uri, prepare_config)
     trained = train_stage(prepared.manifest_uri, out_uri, model_config, train_config)
+    baselines = {
+        name: train_baseline_stage(
+            prepared.manifest_uri, out_uri, model_config, train_config, name, trained.steps
+        ).checkpoint_uri
+        for name in eval_config.trained_baselines
+    }
     return evaluate_stage(
-        prepared.manifest_uri, trained.checkpoint_uri, out_uri, eval_config, trained.run_id
+        prepared.manifest_uri,
+        trained.checkpoint_uri,
+        out_uri,
+        eval_config,
+        trained.run_id,
+        baseline_checkpoints=baselines,
     )

@@ -1,12 +1,14 @@
 """The driving-quality benchmark: does the model learn from its cameras and its world model?
 
     .venv/bin/python benchmarks/quality.py [--seed S] [--out FILE.json] [--steps N]
+        [--episodes N] [--threads N] [--keep DIR]
 
-Generates a seeded synthetic world (another seed = another world of the same kind), prepares
-it, trains the demo config with the world model on and off and the two trained baselines
-(ego-only: ego history alone; no-camera: ego + map) for the same fixed number of optimizer
-steps, evaluates all of them on the same held-out test episodes (>= 16), and prints one table
-with episode-bootstrap CIs and the targets Q1-Q7. Selection uses the val episodes only; the
+Generates a seeded synthetic world (another seed = another world of the same kind; 150
+episodes by default, 30 of them held out for test), prepares it, trains the demo config with
+the world model on and off and the two trained baselines (ego-only: ego history alone;
+no-camera: ego + map) for the same fixed number of optimizer steps, evaluates all of them on
+the same held-out test episodes (>= 16), and prints one table with episode-bootstrap CIs and
+the targets Q1-Q7. Selection uses the val episodes only; the
 test episodes are touched once, by the evaluation. ADE@3s = mean L2 over the trajectory steps
 up to 3 s.
 """
@@ -35,8 +37,15 @@ from autoe2e.training import train
 logger = logging.getLogger("benchmarks.quality")
 
 DEFAULT_SEED = 7
-TEST_FRACTION, VAL_FRACTION = 0.3, 0.15
+TEST_FRACTION, VAL_FRACTION = 0.2, 0.1
 MIN_TEST_EPISODES = 16
+#: With 27 training episodes (the smallest world with 16 test episodes) the camera model
+#: memorised the episodes: 1,200 steps on seed 8 gave training L1 0.36 m against 0.78 m for
+#: ego-only, and a test ADE@3s 10% *worse* than ego-only (0.778 vs 0.709 m). On 150 episodes
+#: the same training gave 0.540 vs 0.660 m (cameras 18% better). A driving team has more
+#: than 27 drives; the benchmark should not measure memorisation.
+DEFAULT_EPISODES = 150
+DEFAULT_STEPS = 1000
 #: (target, "le"|"ge"|"lt") per measure
 TARGETS = {
     "Q1": (0.5, "le", "model ADE@3s / constant-velocity ADE@3s"),
@@ -49,13 +58,9 @@ TARGETS = {
 }
 
 
-def _episodes_needed() -> int:
-    n = 3
-    while True:
-        ids = [f"ep{i}" for i in range(n)]
-        if len(split_episodes(ids, VAL_FRACTION, TEST_FRACTION)["test"]) >= MIN_TEST_EPISODES:
-            return n
-        n += 1
+def _test_episodes(n: int) -> int:
+    ids = [f"ep{i}" for i in range(n)]  # the split hashes the ids the generator writes
+    return len(split_episodes(ids, VAL_FRACTION, TEST_FRACTION)["test"])
 
 
 def _met(value: float | None, target: float, how: str) -> bool:
@@ -64,9 +69,8 @@ def _met(value: float | None, target: float, how: str) -> bool:
     return {"le": value <= target, "ge": value >= target, "lt": value < target}[how]
 
 
-def run(seed: int, steps: int, root: Path) -> dict[str, Any]:
+def run(seed: int, steps: int, root: Path, n: int = DEFAULT_EPISODES) -> dict[str, Any]:
     start = time.monotonic()
-    n = _episodes_needed()
     marker = root / "episodes" / f".complete-seed-{seed}-n-{n}"
     if not marker.exists():  # --keep: a second run reuses the generated world
         generate_episodes(root / "episodes", GenerateConfig(num_episodes=n, seed=seed), workers=0)
@@ -89,7 +93,7 @@ def run(seed: int, steps: int, root: Path) -> dict[str, Any]:
         val_fraction=VAL_FRACTION,
         test_fraction=TEST_FRACTION,
         checkpoint_every_steps=0,
-        val_every_steps=max(1, steps // 6),
+        val_every_steps=max(1, steps // 4),
     )
     checkpoints, train_s = {}, {}
     for name, cfg in variants.items():
@@ -107,7 +111,9 @@ def run(seed: int, steps: int, root: Path) -> dict[str, Any]:
         manifest, checkpoints["world_model_off"], str(root / "eval" / "off"),
         dataclasses.replace(eval_cfg, baseline_checkpoints={}, ablations=False),
     )  # fmt: skip
-    return _summarise(report, off, seed, time.monotonic() - start, train_s, steps)
+    result = _summarise(report, off, seed, time.monotonic() - start, train_s, steps)
+    result["episodes"] = n
+    return result
 
 
 def _summarise(
@@ -211,17 +217,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--steps", type=int, default=400, help="optimizer steps per variant")
+    parser.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per variant"
+    )
+    parser.add_argument("--episodes", type=int, default=DEFAULT_EPISODES)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    torch.set_num_threads(os.cpu_count() or 1)
+    if _test_episodes(args.episodes) < MIN_TEST_EPISODES:
+        parser.error(
+            f"--episodes {args.episodes} holds out {_test_episodes(args.episodes)} test "
+            f"episodes; at least {MIN_TEST_EPISODES} are needed"
+        )
+    torch.set_num_threads(args.threads)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(args.seed, args.steps, args.keep)
+        result = run(args.seed, args.steps, args.keep, args.episodes)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run(args.seed, args.steps, Path(tmp))
+            result = run(args.seed, args.steps, Path(tmp), args.episodes)
     _print(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

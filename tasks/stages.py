@@ -1,7 +1,8 @@
 """The pipeline's Flyte tasks, each a typed call into the library.
 
 Prepare is split for fan-out: `list_episodes` -> `prepare_episode` (mapped, cached per episode
-content) -> `publish_dataset`; then `train_model` -> `evaluate_model`.
+content) -> `publish_dataset`; then `train_model` -> `train_baseline` (mapped over
+`EvalConfig.trained_baselines`) -> `evaluate_model`.
 """
 
 from __future__ import annotations
@@ -173,16 +174,59 @@ def train_model(
     limits=EVALUATE_LIMITS,
     accelerator=gpu_accelerator(),
     retries=RETRIES,
+    interruptible=TRAIN_INTERRUPTIBLE,
+)
+def train_baseline(
+    ablation: str,
+    dataset: PreparedDataset,
+    model: TrainedModel,
+    out_uri: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+) -> str:
+    """A camera-free baseline ("ego_only" / "no_camera") trained for the model's step count in
+    its own MLflow run (tag autoe2e.role=baseline:<name>); -> its selected checkpoint URI.
+
+    One GPU, no Elastic: these models skip the backbone, so a step costs a fraction of the
+    model's. A retried attempt resumes like `train_model`.
+    """
+    result = pipeline.train_baseline_stage(
+        dataset.manifest_uri, out_uri, model_config, train_config, ablation, model.steps
+    )
+    return result.checkpoint_uri
+
+
+@task(
+    requests=EVALUATE_REQUESTS,
+    limits=EVALUATE_LIMITS,
+    accelerator=gpu_accelerator(),
+    retries=RETRIES,
     interruptible=EVALUATE_INTERRUPTIBLE,
     enable_deck=True,
     deck_fields=decks.DECK_FIELDS,
 )
 def evaluate_model(
-    dataset: PreparedDataset, model: TrainedModel, out_uri: str, eval_config: EvalConfig
+    dataset: PreparedDataset,
+    model: TrainedModel,
+    out_uri: str,
+    eval_config: EvalConfig,
+    baseline_checkpoints: list[str] | None = None,
 ) -> pipeline.PipelineSummary:
-    """Held-out ADE/FDE next to constant-velocity baselines; registers the model if it passes."""
+    """Held-out ADE/FDE next to the analytic and trained baselines (`baseline_checkpoints`, in
+    the order of `eval_config.trained_baselines`); registers the model if it passes."""
+    trained = list(baseline_checkpoints or [])
+    if trained and len(trained) != len(eval_config.trained_baselines):
+        raise ValueError(
+            f"{len(trained)} baseline checkpoints for trained_baselines="
+            f"{eval_config.trained_baselines}; pass one per name, in that order"
+        )
     summary = pipeline.evaluate_stage(
-        dataset.manifest_uri, model.checkpoint_uri, out_uri, eval_config, model.mlflow_run_id
+        dataset.manifest_uri,
+        model.checkpoint_uri,
+        out_uri,
+        eval_config.validate(),
+        model.mlflow_run_id,
+        baseline_checkpoints=dict(zip(eval_config.trained_baselines, trained, strict=False)),
     )
     decks.evaluate_deck(summary.report_uri, summary.tracking_uri, summary.mlflow_run_id)
     return summary

@@ -83,11 +83,24 @@ def test_tasks_serialise_with_resources_and_image() -> None:
 def test_workflow_and_nightly_launch_plan_compile() -> None:
     entities: OrderedDict = OrderedDict()
     wf = get_serializable(entities, _settings(), autoe2e_pipeline)
-    assert len(wf.template.nodes) == 5  # list, map(prepare_episode), publish, train, evaluate
+    # list, map(prepare_episode), publish, train, map(train_baseline), evaluate
+    assert len(wf.template.nodes) == 6
     assert set(wf.template.interface.inputs) >= {"episodes_uri", "out_uri"}
 
+    # the trained baselines fan out over the names in the eval config, after the model trained
+    arrays = [n for n in wf.template.nodes if n.array_node is not None]
+    (baselines,) = [n for n in arrays if "train_baseline" in str(n.array_node.node)]
+    assert baselines.array_node._min_success_ratio == 1.0
+    bound = {b.var: b.binding for b in baselines.inputs}
+    assert bound["ablation"].promise.var == "eval_config"
+    assert list(bound["ablation"].promise.attr_path) == ["trained_baselines"]
+    assert bound["model"].promise.node_id != bound["dataset"].promise.node_id
+    (evaluate_node,) = [n for n in wf.template.nodes if "evaluate_model" in str(n.task_node)]
+    evaluate_bound = {b.var: b.binding for b in evaluate_node.inputs}
+    assert evaluate_bound["baseline_checkpoints"].promise.node_id == baselines.id
+
     # prepare_episode fans out as an ArrayNode over the listed episodes, config bound once
-    (mapped,) = [n for n in wf.template.nodes if n.array_node is not None]
+    (mapped,) = [n for n in arrays if "prepare_episode" in str(n.array_node.node)]
     array = mapped.array_node
     assert array._parallelism == PREPARE_CONCURRENCY == 16
     assert array._min_success_ratio == 1.0
@@ -198,7 +211,7 @@ def test_every_task_as_registered_with_a_gpu_type(tmp_path) -> None:
 
     pkg = _registered(tmp_path, NIGHTLY_ENV)
     names = {"list_episodes", "prepare_episode", "publish_dataset", "train_model", "evaluate_model"}
-    for name in [*names, "map_prepare_episode"]:
+    for name in [*names, "map_prepare_episode", "train_baseline"]:
         template = pkg.task(name).template
         assert template.container.image == REGISTRY_IMAGE, name
         assert template.metadata.retries.retries == 2, name
@@ -212,8 +225,9 @@ def test_every_task_as_registered_with_a_gpu_type(tmp_path) -> None:
     # training resumes from its checkpoints, so spot is fine; a retried evaluation would
     # register a second version, so it stays on-demand
     assert pkg.task("train_model").template.metadata.interruptible is True
+    assert pkg.task("train_baseline").template.metadata.interruptible is True
     assert pkg.task("evaluate_model").template.metadata.interruptible is False
-    for name in ("train_model", "evaluate_model"):
+    for name in ("train_model", "train_baseline", "evaluate_model"):
         template = pkg.task(name).template
         res = template.container.resources
         gpu = 2  # flyteidl Resources.ResourceName.GPU

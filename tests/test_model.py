@@ -121,6 +121,11 @@ def _backbone_grad_norm(model: AutoE2E) -> float:
 def test_jepa_gradient_reaches_backbone_only_without_stop_gradient(stop_gradient: bool) -> None:
     torch.manual_seed(0)
     model = AutoE2E(tiny_model_config(stop_gradient_world_model=stop_gradient))
+    # The predictor heads start as copy-last (zero output layers), which passes no gradient
+    # back into their inputs; give them the weights of a model that has trained a little.
+    with torch.no_grad():
+        for head in model.world_model.predictors:
+            head[-1].weight.normal_(std=0.02)
     batch = make_batch(model.cfg)
     out = model(batch)
     jepa = jepa_l1(
@@ -409,3 +414,14 @@ def test_cli_model_preset_is_the_base_for_model_overrides() -> None:
     assert dataclasses.asdict(plain) == dataclasses.asdict(ModelConfig())
     args = make_parser().parse_args(["pipeline", "e", "o", "--model-preset", "demo"])
     assert _cfg(args, ModelConfig, "model").name == "demo"
+
+
+def test_untrained_world_model_predicts_copy_last_frame(model: AutoE2E) -> None:
+    """The heads predict the change from the current frame's target features, starting at none:
+    an untrained world model is exactly the copy-last null predictor, never worse."""
+    batch = make_batch(model.cfg)
+    with torch.no_grad():
+        out = model(batch)
+        current = model.jepa_targets(batch["images"][:, None])
+    assert out.jepa_prediction is not None
+    torch.testing.assert_close(out.jepa_prediction, current.expand_as(out.jepa_prediction))

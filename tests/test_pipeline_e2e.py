@@ -108,6 +108,27 @@ def test_workflow_runs_end_to_end_locally(episodes: Path, tmp_path, monkeypatch)
     assert aliased.run_id == summary.mlflow_run_id
     assert report["promotion"]["alias"] == summary.model_alias
 
+    # The workflow trained both camera-free baselines for the model's steps, each in its own
+    # tagged MLflow run, and evaluation scored them on the model's test samples.
+    assert set(report["trained_baselines"]) == {"ego_only", "no_camera"}
+    for name in ("ego_only", "no_camera"):
+        (base_run,) = client.search_runs(
+            [run.info.experiment_id], f"tags.`autoe2e.role` = 'baseline:{name}'"
+        )
+        assert base_run.info.run_id != summary.mlflow_run_id
+        assert report["trained_baselines"][name]["ade_m"] > 0  # scored on the same samples
+        checkpoint = Path(report["baseline_checkpoints"][name])
+        assert summary.mlflow_run_id not in str(checkpoint)  # its own training folder
+        baseline, _ = load_model(checkpoint.read_bytes())
+        assert baseline.cfg.input_ablation == name and not baseline.cfg.use_world_model
+        # trained for exactly the model's number of optimizer steps
+        assert _last_step(checkpoint) == _last_step(Path(summary.checkpoint_uri)) > 0
+    assert run.data.tags["autoe2e.role"] == "model"
+
+
+def _last_step(best_checkpoint: Path) -> int:
+    return int(load_model((best_checkpoint.parent / "last.pt").read_bytes())[1]["step"])
+
 
 def _sets(flag: str, config: object, base: object) -> list[str]:
     """CLI `--x-set field=value` flags for the fields where `config` differs from `base`."""
@@ -136,7 +157,8 @@ def test_cli_runs_every_stage_without_flyte(episodes: Path, tmp_path, monkeypatc
     # the selected weights are an MLflow model that plans like the checkpoint
     import mlflow.pytorch
 
-    (train_summary,) = out.glob("runs/*/training/train_summary.json")
+    train_summary = out / "runs" / summary["mlflow_run_id"] / "training" / "train_summary.json"
+    assert len(list(out.glob("runs/*/training/train_summary.json"))) == 3  # + the 2 baselines
     policy_uri = json.loads(train_summary.read_text())["policy_uri"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", summary["tracking_uri"])
     policy = mlflow.pytorch.load_model(policy_uri)

@@ -1,4 +1,5 @@
-"""prepare (list -> mapped per-episode prepare -> publish) -> train -> evaluate, plus launch plans.
+"""prepare (list -> mapped per-episode prepare -> publish) -> train -> trained baselines (mapped)
+-> evaluate, plus launch plans.
 
 Local:   pyflyte run workflows/pipeline.py autoe2e_pipeline --episodes_uri DIR --out_uri DIR
 Remote:  pyflyte run --remote --image IMAGE workflows/pipeline.py autoe2e_pipeline \
@@ -19,6 +20,7 @@ from tasks.stages import (
     list_episodes,
     prepare_episode,
     publish_dataset,
+    train_baseline,
     train_model,
 )
 from workflows.settings import nightly_settings
@@ -56,7 +58,25 @@ def autoe2e_pipeline(
     model = train_model(
         dataset=dataset, out_uri=out_uri, model_config=model_config, train_config=train_config
     )
-    return evaluate_model(dataset=dataset, model=model, out_uri=out_uri, eval_config=eval_config)
+    # The camera-free baselines, one pod each, for the model's number of steps.
+    baselines = map_task(
+        functools.partial(
+            train_baseline,
+            dataset=dataset,
+            model=model,
+            out_uri=out_uri,
+            model_config=model_config,
+            train_config=train_config,
+        ),
+        min_success_ratio=1.0,
+    )(ablation=eval_config.trained_baselines)
+    return evaluate_model(
+        dataset=dataset,
+        model=model,
+        out_uri=out_uri,
+        eval_config=eval_config,
+        baseline_checkpoints=baselines,
+    )
 
 
 #: Nightly retraining (03:00 UTC by default). Its inputs are fixed from the registering

@@ -106,6 +106,7 @@ def evaluate(
             "episodes": sorted(episodes),
             "held_out": not leaked,
             "trained_steps": extra.get("step"),
+            "baseline_checkpoints": dict(eval_cfg.baseline_checkpoints),
             "model_config": {
                 "name": model.cfg.name,
                 "backbone": model.cfg.backbone,

@@ -136,7 +136,8 @@ class AutoE2E(nn.Module):
         if cfg.use_world_model:
             hist, valid = self._history_inputs(batch, b, v)
             visual_history = self._visual_history(hist, valid, current, camera_index)
-            prediction = self.world_model.predict(visual_history, camera_index)
+            anchor = self.jepa_targets(images[:, None])[:, 0]  # the current frame's targets
+            prediction = self.world_model.predict(visual_history, camera_index, anchor)
         else:
             visual_history = current.new_zeros(b, cfg.visual_history_dim)
             prediction = None
