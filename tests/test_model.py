@@ -425,3 +425,29 @@ def test_untrained_world_model_predicts_copy_last_frame(model: AutoE2E) -> None:
         current = model.jepa_targets(batch["images"][:, None])
     assert out.jepa_prediction is not None
     torch.testing.assert_close(out.jepa_prediction, current.expand_as(out.jepa_prediction))
+
+
+def test_version_1_checkpoint_loads_with_a_warning_about_its_world_model(
+    model: AutoE2E, caplog
+) -> None:
+    import io
+
+    from autoe2e.model.checkpoint import CHECKPOINT_VERSION, CheckpointError, read_checkpoint
+
+    def with_version(version: int) -> bytes:
+        payload = read_checkpoint(checkpoint_bytes(model))
+        payload["version"] = version
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        return buffer.getvalue()
+
+    assert CHECKPOINT_VERSION == 2
+    with caplog.at_level("WARNING"):
+        loaded, _ = load_model(with_version(1), source="old.pt")
+    assert "old.pt is a version-1 checkpoint" in caplog.text
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_model(with_version(99), source="future.pt")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 from typing import Any
 
 import torch
@@ -16,8 +17,14 @@ import torch
 from autoe2e.config import ConfigError, ModelConfig, from_dict, to_dict
 from autoe2e.model.autoe2e_model import AutoE2E
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_FORMAT = "autoe2e.checkpoint"
-CHECKPOINT_VERSION = 1
+#: 2: the world model's heads predict the change from the current frame's target features.
+#: Version-1 heads predicted the features themselves; such checkpoints still load (their planner
+#: is unchanged, warm starts retrain the heads) with a warning that their JEPA numbers are off.
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -49,10 +56,18 @@ def read_checkpoint(data: bytes, source: str = "checkpoint") -> dict[str, Any]:
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{source} is not an AutoE2E checkpoint (no format header)")
-    if payload.get("version") != CHECKPOINT_VERSION:
+    if payload.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{source} has checkpoint version {payload.get('version')}, this code reads "
-            f"version {CHECKPOINT_VERSION}"
+            f"versions {list(READABLE_VERSIONS)}"
+        )
+    if payload["version"] == 1 and payload.get("model_config", {}).get("use_world_model", True):
+        logger.warning(
+            "%s is a version-1 checkpoint: its world-model heads predicted target features "
+            "outright, this code adds their output to the current frame's features, so its "
+            "JEPA predictions and diagnostics are not meaningful (the planner is unaffected; "
+            "retrain, or warm-start from it and the heads relearn)",
+            source,
         )
     return payload
 

@@ -26,6 +26,9 @@ future is partly predictable:
   are oversized, saturated blocks that also change luminance, because colour alone does not
   survive two rounds of 4:2:0 chroma subsampling (H.264 here, JPEG in `prepare`). Encoded to
   H.264 MP4 at exact 1 / fps timestamps (`autoe2e.video.encode`).
+* Plan (`plan.py`), scene at time t (`scene.py`), annotations (`annotations.py`): the road,
+  events and simulated drive of one episode; the light state, truck and vehicles each frame
+  shows; the ground-truth events.
 * Writer (`generate.py`): one directory per episode (``episode.json`` with camera intrinsics and
   extrinsics, ``cameras/<name>.mp4``, ``ego.parquet``, ``map.parquet``) plus ``scenario.json``
   with the ground-truth events (kind curve / lead_braking / stop / obstacle, start and end
