@@ -183,7 +183,8 @@ def baseline_configs(
     A baseline shares everything with the model except its inputs (`input_ablation`, no world
     model) and trains for exactly the model's optimizer steps, with the time budget lifted: a
     camera-free model runs many more steps per second, and under the model's wall-clock budget
-    it would be compared after more training, not on the same budget.
+    it would be compared after more training, not on the same budget. It starts from random
+    weights: the model's warm start (the nightly plan's champion) has other inputs.
     """
     if ablation not in TRAINED_BASELINES:
         raise ConfigError(
@@ -191,7 +192,13 @@ def baseline_configs(
             f"{list(TRAINED_BASELINES)}"
         )
     model = dataclasses.replace(model_config, use_world_model=False, input_ablation=ablation)
-    train = dataclasses.replace(train_config, max_steps=max(1, int(steps)), time_budget_s=0.0)
+    train = dataclasses.replace(
+        train_config,
+        max_steps=max(1, int(steps)),
+        time_budget_s=0.0,
+        init_checkpoint="",
+        init_checkpoint_optional=False,
+    )
     return model.validate(), train.validate()
 
 

@@ -212,3 +212,28 @@ def test_new_episodes_publish_a_new_dataset_next_to_the_old_one(episodes: Path, 
     assert nightly.published and nightly.manifest_uri != first.manifest_uri
     assert nightly.num_episodes == first.num_episodes + 1
     assert Path(first.manifest_uri).is_file()  # the old dataset is untouched
+
+
+def test_baseline_configs_share_the_model_budget_but_not_its_inputs_or_warm_start() -> None:
+    from autoe2e.config import ConfigError
+    from autoe2e.pipeline import baseline_configs
+
+    nightly = dataclasses.replace(
+        TINY_TRAIN,
+        time_budget_s=600.0,
+        init_checkpoint="models:/autoe2e-demo@champion",
+        init_checkpoint_optional=True,
+    )
+    model, train = baseline_configs(TINY_MODEL, nightly, "no_camera", steps=37)
+    assert (model.input_ablation, model.use_world_model) == ("no_camera", False)
+    assert dataclasses.replace(model, input_ablation="none", use_world_model=True) == TINY_MODEL
+    # the model's steps, no wall clock, and random init: the champion has other inputs
+    assert (train.max_steps, train.time_budget_s) == (37, 0.0)
+    assert (train.init_checkpoint, train.init_checkpoint_optional) == ("", False)
+    assert (train.seed, train.val_fraction, train.test_fraction) == (
+        nightly.seed, nightly.val_fraction, nightly.test_fraction,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="trained_baselines"):
+        baseline_configs(TINY_MODEL, nightly, "cameras_only", steps=37)
+    with pytest.raises(ConfigError, match=r"trained_baselines=\['ego_only', 'typo'\]"):
+        EvalConfig(trained_baselines=["ego_only", "typo"]).validate()
