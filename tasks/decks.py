@@ -291,7 +291,7 @@ def training_curves(out_uri: str, run_id: str) -> tuple[str, dict[str, list[tupl
     curves: train_summary.json keeps the final values. ("", {}) when no store answers."""
     from mlflow import MlflowClient
 
-    from autoe2e.tracking import probe_server
+    from autoe2e.tracking_server import probe_server
 
     for uri in _tracking_candidates(out_uri):
         if uri.lower().startswith(("http://", "https://")) and probe_server(uri) is not None:

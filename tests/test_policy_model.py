@@ -21,7 +21,8 @@ from test_model import make_batch
 from tiny_configs import tiny_model_config
 
 from autoe2e.model import AutoE2E
-from autoe2e.tracking import _HTTP_RETRY_DEFAULTS, Tracker
+from autoe2e.tracking import Tracker
+from autoe2e.tracking_server import _HTTP_RETRY_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)

@@ -22,13 +22,13 @@ from tiny_configs import shard_model_config
 from autoe2e import pipeline
 from autoe2e.config import TrainConfig
 from autoe2e.tracking import (
-    _HTTP_RETRY_DEFAULTS,
     FALLBACK_RUN_TAG,
     FALLBACK_TAG,
     Tracker,
     TrackingError,
     probe_server,
 )
+from autoe2e.tracking_server import _HTTP_RETRY_DEFAULTS
 
 
 @pytest.fixture(autouse=True)
