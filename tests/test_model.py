@@ -425,6 +425,7 @@ def test_untrained_world_model_predicts_copy_last_frame(model: AutoE2E) -> None:
         current = model.jepa_targets(batch["images"][:, None])
     assert out.jepa_prediction is not None
     torch.testing.assert_close(out.jepa_prediction, current.expand_as(out.jepa_prediction))
+    torch.testing.assert_close(out.jepa_anchor, current[:, 0])  # what copy-last scores
 
 
 def test_version_1_checkpoint_loads_with_a_warning_about_its_world_model(

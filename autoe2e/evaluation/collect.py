@@ -189,10 +189,9 @@ def _world_model(
     seen: int,
 ) -> None:
     targets = model.jepa_targets(batch["future_images"])
-    current = model.jepa_targets(batch["images"][:, None])  # [B, 1, V, C, g, g]
     fvalid = batch["future_valid"]
     prediction = result.jepa_prediction
-    copy_last = current.expand_as(targets)
+    copy_last = result.jepa_anchor[:, None].expand_as(targets)  # the current frame's targets
     out.add(out.jepa, "model", _per_sample_jepa(prediction, targets, fvalid))
     out.add(out.jepa, "copy_last_frame", _per_sample_jepa(copy_last, targets, fvalid))
     out.add(out.jepa, "zeros", _per_sample_jepa(torch.zeros_like(targets), targets, fvalid))

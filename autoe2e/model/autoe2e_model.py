@@ -24,6 +24,9 @@ class ModelOutput:
     trajectory: torch.Tensor  # [B, T, 2]
     visual_history: torch.Tensor  # [B, H * frame_embed_dim]
     jepa_prediction: torch.Tensor | None  # [B, F, V, C, g, g]; None without the world model
+    #: the current frame's target features the prediction starts from [B, V, C, g, g]; also the
+    #: "copy the last frame" null predictor, so evaluation does not encode the frame again
+    jepa_anchor: torch.Tensor | None = None
 
 
 def _expect(batch: dict[str, Any], key: str, shape: tuple[int | None, ...]) -> torch.Tensor:
@@ -140,14 +143,14 @@ class AutoE2E(nn.Module):
             prediction = self.world_model.predict(visual_history, camera_index, anchor)
         else:
             visual_history = current.new_zeros(b, cfg.visual_history_dim)
-            prediction = None
+            prediction = anchor = None
         planner_history = visual_history.detach()
         if history_off:
             planner_history = torch.zeros_like(planner_history)
         trajectory = self.planner(
             current, camera_index, map_raster, map_valid, ego, planner_history
         )
-        return ModelOutput(trajectory, visual_history, prediction)
+        return ModelOutput(trajectory, visual_history, prediction, anchor)
 
     def _visual_history(
         self,
