@@ -58,7 +58,8 @@ def test_output_shapes_and_jepa_targets(model: AutoE2E) -> None:
     cfg = model.cfg
     batch = make_batch(cfg, b=2, v=3)
     out = model(batch)
-    c = model.backbone.channels
+    c = model.backbone.target_channels
+    assert (model.backbone.target_layer, c) == ("blocks.4", 48)  # MobileNetV3's bottleneck
     assert out.trajectory.shape == (2, cfg.trajectory_steps, 2)
     assert out.visual_history.shape == (2, cfg.history_len * cfg.frame_embed_dim)
     g = cfg.target_grid
@@ -442,7 +443,7 @@ def test_version_1_checkpoint_loads_with_a_warning_about_its_world_model(
         torch.save(payload, buffer)
         return buffer.getvalue()
 
-    assert CHECKPOINT_VERSION == 2
+    assert CHECKPOINT_VERSION == 3
     with caplog.at_level("WARNING"):
         loaded, _ = load_model(with_version(1), source="old.pt")
     assert "old.pt is a version-1 checkpoint" in caplog.text
@@ -452,3 +453,57 @@ def test_version_1_checkpoint_loads_with_a_warning_about_its_world_model(
     )
     with pytest.raises(CheckpointError, match="version 99"):
         load_model(with_version(99), source="future.pt")
+
+
+def test_auto_target_layer_is_the_input_of_a_pointwise_expansion_and_the_last_map_otherwise(
+    model: AutoE2E,
+) -> None:
+    """MobileNetV3's last feature map is a 1x1 conv of the 48-channel bottleneck: "auto" takes
+    the bottleneck (the expansion's input), "last" the 288-channel map; a backbone whose last
+    stage mixes space (ResNet) keeps its last map; a wrong name is refused with the field."""
+    backbone = model.backbone
+    images = torch.rand(2, 3, model.cfg.image_height, model.cfg.image_width)
+    expansion = backbone.net.get_submodule(backbone.net.feature_info.module_name()[-1])
+    seen: list[torch.Tensor] = []
+    handle = expansion.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            targets = backbone.target_features(images)
+    finally:
+        handle.remove()
+        backbone.train()
+    torch.testing.assert_close(targets, seen[-1])
+    assert targets.shape[1] == backbone.target_channels == 48 < backbone.channels == 288
+
+    last = AutoE2E(tiny_model_config(target_layer="last"))
+    assert last.backbone.target_layer is None and last.backbone.target_channels == 288
+    assert last.world_model.channels == 288
+    resnet = AutoE2E(tiny_model_config(backbone="resnet10t"))
+    assert resnet.backbone.target_layer is None
+    assert resnet.backbone.target_channels == resnet.backbone.channels
+    named = AutoE2E(tiny_model_config(target_layer="blocks.3"))
+    assert named.backbone.target_channels == 24
+    with pytest.raises(ConfigError, match="target_layer='blocks.99'.*blocks.5"):
+        AutoE2E(tiny_model_config(target_layer="blocks.99"))
+
+
+def test_checkpoints_before_version_3_load_with_the_last_feature_map_as_target() -> None:
+    """Their heads predicted the 288-channel map: loading must rebuild exactly that."""
+    import io
+
+    from autoe2e.model.checkpoint import read_checkpoint
+
+    torch.manual_seed(0)
+    old = AutoE2E(tiny_model_config(target_layer="last"))
+    payload = read_checkpoint(checkpoint_bytes(old))
+    del payload["model_config"]["target_layer"]
+    payload["version"] = 2
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    loaded, _ = load_model(buffer.getvalue(), source="v2.pt")
+    assert loaded.cfg.target_layer == "last" and loaded.world_model.channels == 288
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), old.state_dict().values(), strict=True)
+    )

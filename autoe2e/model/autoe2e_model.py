@@ -59,7 +59,7 @@ class AutoE2E(nn.Module):
         self.backbone = Backbone(cfg)
         channels = self.backbone.channels
         self.planner = ReactivePlanner(cfg, channels)
-        self.world_model = WorldActionModel(cfg, channels)
+        self.world_model = WorldActionModel(cfg, channels, self.backbone.target_channels)
         self.target = TargetEncoder(self.backbone)
 
     # ------------------------------------------------------------------ inputs

@@ -37,11 +37,28 @@ class Backbone(nn.Module):
                 f"support ({exc}); use e.g. 'mobilenetv3_small_050' or 'resnet10t'"
             ) from exc
         self.channels: int = int(self.net.feature_info.channels()[-1])
+        #: module (inside `net`) whose output the JEPA targets use; None = the last feature map
+        self.target_layer: str | None = resolve_target_layer(self.net, cfg.target_layer)
         # ImageNet statistics: the usual convention for timm weights, harmless for random init.
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
         if cfg.weights_path:
             self.load_local_weights(cfg.weights_path)
+        self.target_channels: int = self.channels
+        if self.target_layer is not None:
+            self.target_channels = self._probe_target_channels(cfg.image_height, cfg.image_width)
+
+    @torch.no_grad()
+    def _probe_target_channels(self, height: int, width: int) -> int:
+        """Channels of the target layer's output, from one forward pass of a blank image in
+        eval mode (so BatchNorm running statistics are untouched)."""
+        was_training = self.training
+        self.eval()
+        try:
+            channels = int(self.target_features(torch.zeros(1, 3, height, width)).shape[1])
+        finally:
+            self.train(was_training)
+        return channels
 
     def load_local_weights(self, path: str) -> None:
         """Load a backbone state dict from a local file (no hub access)."""
@@ -75,3 +92,46 @@ class Backbone(nn.Module):
             images = images.to(self.mean.dtype).div_(255.0)
         x = (images - self.mean) / self.std
         return self.net(x)[-1]
+
+    def target_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The feature map the JEPA targets are made of (`target_layer`'s output)."""
+        if self.target_layer is None:
+            return self.forward(images)
+        captured: list[torch.Tensor] = []
+        layer = self.net.get_submodule(self.target_layer)
+        handle = layer.register_forward_hook(lambda _module, _inputs, out: captured.append(out))
+        try:
+            self.forward(images)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+
+def _is_pointwise(module: nn.Module) -> bool:
+    """Every convolution in `module` is 1x1 with stride 1 (a per-location channel mixing)."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return bool(convs) and all(c.kernel_size == (1, 1) and c.stride == (1, 1) for c in convs)
+
+
+def resolve_target_layer(net: nn.Module, setting: str) -> str | None:
+    """`ModelConfig.target_layer` -> a module name inside `net`, or None for the last map."""
+    if setting == "last":
+        return None
+    names = dict(net.named_modules())
+    if setting != "auto":
+        if setting not in names or not setting:
+            stages = ", ".join(net.feature_info.module_name())
+            raise ConfigError(
+                f"config field target_layer={setting!r} is not a module of the backbone; use "
+                f'"auto", "last" or a module name such as one of its stages ({stages})'
+            )
+        return setting
+    # timm flattens some feature names ("stages.3" becomes module "stages_3"): those have no
+    # parent to look into, and only a nested last stage can be an expansion of its sibling.
+    last = net.feature_info.module_name()[-1]
+    parent_name, _, child = last.rpartition(".")
+    if last not in names or not parent_name or not _is_pointwise(names[last]):
+        return None
+    siblings = [name for name, _ in names[parent_name].named_children()]
+    position = siblings.index(child)
+    return f"{parent_name}.{siblings[position - 1]}" if position > 0 else None

@@ -23,8 +23,11 @@ CHECKPOINT_FORMAT = "autoe2e.checkpoint"
 #: 2: the world model's heads predict the change from the current frame's target features.
 #: Version-1 heads predicted the features themselves; such checkpoints still load (their planner
 #: is unchanged, warm starts retrain the heads) with a warning that their JEPA numbers are off.
-CHECKPOINT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: 3: `ModelConfig.target_layer` (default "auto": MobileNetV3's world model predicts the
+#: 48-channel bottleneck, not its 288-channel expansion). Older checkpoints have no such field
+#: and used the last feature map; they load as target_layer="last".
+CHECKPOINT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class CheckpointError(ValueError):
@@ -73,8 +76,11 @@ def read_checkpoint(data: bytes, source: str = "checkpoint") -> dict[str, Any]:
 
 
 def config_of(payload: dict[str, Any], source: str = "checkpoint") -> ModelConfig:
+    fields = dict(payload["model_config"])
+    if payload.get("version", CHECKPOINT_VERSION) < 3:
+        fields.setdefault("target_layer", "last")  # what those checkpoints' heads predicted
     try:
-        return from_dict(ModelConfig, dict(payload["model_config"]))
+        return from_dict(ModelConfig, fields)
     except ConfigError as exc:
         raise CheckpointError(f"{source}: stored model config is incompatible: {exc}") from exc
 

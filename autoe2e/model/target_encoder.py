@@ -49,4 +49,6 @@ class TargetEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ema.module(images if images.dtype == torch.uint8 else images.float())
+        """The EMA backbone's target feature map (`Backbone.target_features`)."""
+        images = images if images.dtype == torch.uint8 else images.float()
+        return self.ema.module.target_features(images)

@@ -3,9 +3,10 @@
 Frames are encoded from the shared backbone's last feature map (spatial mean per view, then an
 attention pool over views with camera embeddings) into `frame_embed_dim` vectors; the last
 `history_len` of them, concatenated, form the `visual_history` the planner consumes. One small
-predictor head per future step predicts each view's backbone feature map pooled to
-`target_grid` x `target_grid`; the targets come from an EMA copy of the backbone
-(`TargetEncoder`), layer-normalised per location.
+predictor head per future step predicts each view's target feature map (the backbone layer
+`ModelConfig.target_layer` names; by default the last map, or the bottleneck before a pointwise
+expansion) pooled to `target_grid` x `target_grid`; the targets come from an EMA copy of the
+backbone (`TargetEncoder`), layer-normalised per location.
 
 The heads predict the *change* from the current frame's target features (the anchor), not the
 features themselves: `prediction_k = anchor + head_k(history)`, with each head's output layer
@@ -28,17 +29,17 @@ from autoe2e.model.layers import AttentionPool, mlp
 
 
 class WorldActionModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, backbone_channels: int) -> None:
+    def __init__(self, cfg: ModelConfig, backbone_channels: int, target_channels: int) -> None:
         super().__init__()
         dim = cfg.embed_dim
-        self.channels = backbone_channels
+        self.channels = target_channels
         self.grid = cfg.target_grid
         self.history_len = cfg.history_len
         self.view_proj = nn.Linear(backbone_channels, dim)
         self.camera_embed = nn.Embedding(cfg.max_cameras, dim)
         self.view_pool = AttentionPool(dim, cfg.attention_heads)
         self.frame_out = nn.Linear(dim, cfg.frame_embed_dim)
-        out = backbone_channels * self.grid * self.grid
+        out = target_channels * self.grid * self.grid
         self.predictors = nn.ModuleList(
             [mlp(cfg.visual_history_dim + dim, 2 * dim, out) for _ in range(cfg.future_steps)]
         )
