@@ -104,6 +104,11 @@ class Backbone(nn.Module):
             self.forward(images)
         finally:
             handle.remove()
+        if not captured:
+            raise ConfigError(
+                f"config field target_layer={self.target_layer!r} names a module the backbone's "
+                'forward pass never runs; use "auto", "last" or one of its stages'
+            )
         return captured[-1]
 
 
