@@ -503,6 +503,9 @@ def test_checkpoints_before_version_3_load_with_the_last_feature_map_as_target()
     torch.save(payload, buffer)
     loaded, _ = load_model(buffer.getvalue(), source="v2.pt")
     assert loaded.cfg.target_layer == "last" and loaded.world_model.channels == 288
+    # a warm start into today's default config is refused with the field named (README)
+    with pytest.raises(CheckpointError, match="target_layer: checkpoint='last' model='auto'"):
+        load_into(AutoE2E(tiny_model_config()), buffer.getvalue(), source="v2.pt")
     assert all(
         torch.equal(a, b)
         for a, b in zip(loaded.state_dict().values(), old.state_dict().values(), strict=True)
