@@ -200,6 +200,11 @@ class ModelConfig:
     #: map as it is (what checkpoints before version 3 used); otherwise a module name inside the
     #: timm network, e.g. "blocks.4".
     target_layer: str = "auto"
+    #: How the planner takes the world model's visual history: "fused" = as a fourth input of
+    #: the fusion MLP, next to vision, map and ego, so it can interact with them (e.g. a lead
+    #: vehicle seen now and how its gap changed over the last seconds); "residual" = added to
+    #: the fused features through one linear map (checkpoints before version 4).
+    history_fusion: str = "fused"
     use_world_model: bool = True
     stop_gradient_world_model: bool = True
     #: Trained baselines that share everything else with the model: "no_camera" gives the
@@ -252,6 +257,12 @@ class ModelConfig:
         )
         _require(self.target_grid >= 1, "target_grid", self.target_grid, ">= 1")
         _require(
+            self.history_fusion in ("fused", "residual"),
+            "history_fusion",
+            self.history_fusion,
+            'one of "fused", "residual"',
+        )
+        _require(
             bool(self.target_layer.strip()),
             "target_layer",
             self.target_layer,
@@ -302,6 +313,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     jepa_weight: float = 0.2
+    #: Probability that a training sample's visual history is zeroed before the planner sees it
+    #: (whole history, per sample; never at evaluation). See AutoE2E.forward for why.
+    history_dropout: float = 0.5
     #: "none" = plain mean L1 over the 64 steps; "linear" = step k of T weighted (T - k + 1) / T
     #: (1 at 0.1 s down to 1/T at 6.4 s). Errors in metres grow with the horizon, so the plain
     #: mean is dominated by far steps that the current observation determines least; "linear"
@@ -330,7 +344,11 @@ class TrainConfig:
     #: MLflow unreachable: False = warn (naming the URI) and log to a local fallback store;
     #: True = fail before training starts.
     tracking_strict: bool = False
+    #: Initialisation and data order; not the split (`split_seed`).
     seed: int = 0
+    #: Seed of the episode-id hash that splits train / val / test. Kept apart from `seed` so a
+    #: run with another training seed is scored on the same test episodes as the champion.
+    split_seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     log_every_steps: int = 10
@@ -374,6 +392,9 @@ class TrainConfig:
         )
         _require(self.grad_accum_steps >= 1, "grad_accum_steps", self.grad_accum_steps, ">= 1")
         _require(self.lr > 0, "lr", self.lr, "> 0")
+        _require(
+            0 <= self.history_dropout < 1, "history_dropout", self.history_dropout, "in [0, 1)"
+        )
         _require(
             self.jepa_target in ("ema", "frozen"),
             "jepa_target",

@@ -90,6 +90,7 @@ def run(seed: int, steps: int, root: Path, n: int = DEFAULT_EPISODES) -> dict[st
         epochs=1000,
         max_steps=steps,
         seed=seed,
+        split_seed=seed,
         val_fraction=VAL_FRACTION,
         test_fraction=TEST_FRACTION,
         checkpoint_every_steps=0,

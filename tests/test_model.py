@@ -202,6 +202,24 @@ def test_zero_initialised_history_projection_and_ablation() -> None:
     assert torch.allclose(out.trajectory, with_history)
 
 
+def test_history_keep_zeroes_the_whole_history_of_the_other_samples() -> None:
+    torch.manual_seed(0)
+    model = AutoE2E(tiny_model_config())
+    torch.nn.init.normal_(model.planner.history_proj.weight)  # give the history an influence
+    torch.nn.init.normal_(model.planner.head[1].weight, std=0.1)  # (both are zero-initialised)
+    model.eval()  # BatchNorm statistics fixed, so the passes differ only by the history
+    batch = make_batch(model.cfg, b=6)
+    full = model(batch).trajectory
+    none = model(batch, history_off=True).trajectory
+    assert not torch.allclose(full, none)
+    keep = torch.tensor([True, False, False, True, True, False])
+    out = model(batch, history_keep=keep)
+    torch.testing.assert_close(out.trajectory[keep], full[keep])
+    torch.testing.assert_close(out.trajectory[~keep], none[~keep])
+    # the world model's own prediction does not depend on what the planner was shown
+    torch.testing.assert_close(out.jepa_prediction, model(batch).jepa_prediction)
+
+
 def test_untrained_head_gives_the_kinematic_prior() -> None:
     """Zero-initialised head: with zero yaw rate the output is exactly constant velocity."""
     model = AutoE2E(tiny_model_config())
@@ -443,7 +461,7 @@ def test_version_1_checkpoint_loads_with_a_warning_about_its_world_model(
         torch.save(payload, buffer)
         return buffer.getvalue()
 
-    assert CHECKPOINT_VERSION == 3
+    assert CHECKPOINT_VERSION == 4
     with caplog.at_level("WARNING"):
         loaded, _ = load_model(with_version(1), source="old.pt")
     assert "old.pt is a version-1 checkpoint" in caplog.text
@@ -495,9 +513,9 @@ def test_checkpoints_before_version_3_load_with_the_last_feature_map_as_target()
     from autoe2e.model.checkpoint import read_checkpoint
 
     torch.manual_seed(0)
-    old = AutoE2E(tiny_model_config(target_layer="last"))
+    old = AutoE2E(tiny_model_config(target_layer="last", history_fusion="residual"))
     payload = read_checkpoint(checkpoint_bytes(old))
-    del payload["model_config"]["target_layer"]
+    del payload["model_config"]["target_layer"], payload["model_config"]["history_fusion"]
     payload["version"] = 2
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -510,3 +528,34 @@ def test_checkpoints_before_version_3_load_with_the_last_feature_map_as_target()
         torch.equal(a, b)
         for a, b in zip(loaded.state_dict().values(), old.state_dict().values(), strict=True)
     )
+
+
+def test_checkpoints_before_version_4_load_with_the_history_added_after_the_fusion_mlp() -> None:
+    """Their planner added the history to the fused features; loading must rebuild that."""
+    import io
+
+    from autoe2e.model.checkpoint import read_checkpoint
+
+    torch.manual_seed(0)
+    fused = AutoE2E(tiny_model_config())
+    dim = fused.cfg.embed_dim
+    assert fused.cfg.history_fusion == "fused" and fused.planner.fuse[0].in_features == 4 * dim
+    old = AutoE2E(tiny_model_config(history_fusion="residual"))
+    assert old.planner.fuse[0].in_features == 3 * dim
+    payload = read_checkpoint(checkpoint_bytes(old))
+    del payload["model_config"]["history_fusion"]
+    payload["version"] = 3
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    loaded, _ = load_model(buffer.getvalue(), source="v3.pt")
+    assert loaded.cfg.history_fusion == "residual"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), old.state_dict().values(), strict=True)
+    )
+    with pytest.raises(
+        CheckpointError, match="history_fusion: checkpoint='residual' model='fused'"
+    ):
+        load_into(fused, buffer.getvalue(), source="v3.pt")
+    with pytest.raises(ConfigError, match="history_fusion"):
+        tiny_model_config(history_fusion="concat").validate()

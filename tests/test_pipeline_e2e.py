@@ -223,6 +223,7 @@ def test_baseline_configs_share_the_model_budget_but_not_its_inputs_or_warm_star
         time_budget_s=600.0,
         init_checkpoint="models:/autoe2e-demo@champion",
         init_checkpoint_optional=True,
+        split_seed=5,
     )
     model, train = baseline_configs(TINY_MODEL, nightly, "no_camera", steps=37)
     assert (model.input_ablation, model.use_world_model) == ("no_camera", False)
@@ -230,8 +231,8 @@ def test_baseline_configs_share_the_model_budget_but_not_its_inputs_or_warm_star
     # the model's steps, no wall clock, and random init: the champion has other inputs
     assert (train.max_steps, train.time_budget_s) == (37, 0.0)
     assert (train.init_checkpoint, train.init_checkpoint_optional) == ("", False)
-    assert (train.seed, train.val_fraction, train.test_fraction) == (
-        nightly.seed, nightly.val_fraction, nightly.test_fraction,
+    assert (train.seed, train.split_seed, train.val_fraction, train.test_fraction) == (
+        nightly.seed, 5, nightly.val_fraction, nightly.test_fraction,
     )  # fmt: skip
     with pytest.raises(ConfigError, match="trained_baselines"):
         baseline_configs(TINY_MODEL, nightly, "cameras_only", steps=37)

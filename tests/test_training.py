@@ -16,6 +16,7 @@ from autoe2e.splits import split_episodes
 from autoe2e.training import TrainingError, train
 from autoe2e.training.losses import jepa_l1, jepa_l1_per_step, time_weights, trajectory_l1
 from autoe2e.training.schedule import lr_factor, progress
+from autoe2e.training.step import history_keep_mask
 
 torch.set_num_threads(2)
 
@@ -90,6 +91,25 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
         split_episodes(["a", "b"], 0.2, 0.2)
     with pytest.raises(ValueError, match="unique"):
         split_episodes(["a", "a", "b"], 0.2, 0.2)
+
+
+def test_history_dropout_mask_is_a_function_of_the_sample_and_epoch() -> None:
+    """Not of the global RNG nor of the batch layout: DDP, workers and resume draw the same."""
+    cfg = TrainConfig(history_dropout=0.5, seed=3)
+    batch = {
+        "episode_id": [f"ep{i % 7}" for i in range(2048)],
+        "timestamp_s": torch.arange(2048) * 0.1,
+    }
+    torch.manual_seed(0)
+    first = history_keep_mask(batch, cfg, epoch=1)
+    torch.manual_seed(1)  # the global RNG does not matter
+    assert torch.equal(first, history_keep_mask(batch, cfg, epoch=1))
+    half = {k: v[1024:] for k, v in batch.items()}  # the same samples in another batch
+    assert torch.equal(first[1024:], history_keep_mask(half, cfg, epoch=1))
+    assert not torch.equal(first, history_keep_mask(batch, cfg, epoch=2))
+    assert not torch.equal(first, history_keep_mask(batch, TrainConfig(history_dropout=0.5), 1))
+    assert first.dtype == torch.bool and 0.45 < float(first.float().mean()) < 0.55
+    assert history_keep_mask(batch, TrainConfig(history_dropout=0.0), 1) is None
 
 
 def test_masked_losses_ignore_invalid_steps() -> None:
@@ -223,6 +243,27 @@ def test_time_budget_and_max_steps_stop_training(tmp_path) -> None:
     tcfg = TrainConfig(epochs=50, batch_size=4, time_budget_s=0.01)
     result = train("fake://m", str(tmp_path / "b"), cfg, tcfg, dataset_factory=factory_for(cfg))
     assert result.steps == 1
+
+
+def test_the_split_follows_split_seed_not_the_training_seed(tmp_path) -> None:
+    """Another training seed must be scored on the same test episodes (champion vs challenger)."""
+    cfg = tiny_model_config(use_world_model=False)
+    ids = [f"ep{i}" for i in range(6)]
+    other = next(
+        s
+        for s in range(1, 50)
+        if split_episodes(ids, 0.2, 0.2, s) != split_episodes(ids, 0.2, 0.2, 0)
+    )
+
+    def split_of(name: str, **fields) -> dict:
+        tcfg = TrainConfig(
+            epochs=1, batch_size=4, max_steps=1, val_fraction=0.2, test_fraction=0.2, **fields
+        )
+        train("fake://m", str(tmp_path / name), cfg, tcfg, dataset_factory=factory_for(cfg))
+        return load_model((tmp_path / name / "best.pt").read_bytes())[1]["split"]
+
+    assert split_of("a", seed=3) == split_of("b", seed=4) == split_episodes(ids, 0.2, 0.2, 0)
+    assert split_of("c", seed=3, split_seed=other) == split_episodes(ids, 0.2, 0.2, other)
 
 
 def test_too_many_cameras_for_the_model_is_a_config_error(tmp_path) -> None:

@@ -26,8 +26,10 @@ CHECKPOINT_FORMAT = "autoe2e.checkpoint"
 #: 3: `ModelConfig.target_layer` (default "auto": MobileNetV3's world model predicts the
 #: 48-channel bottleneck, not its 288-channel expansion). Older checkpoints have no such field
 #: and used the last feature map; they load as target_layer="last".
-CHECKPOINT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+#: 4: `ModelConfig.history_fusion` (default "fused": the visual history is an input of the
+#: planner's fusion MLP). Older checkpoints added it after the MLP; they load as "residual".
+CHECKPOINT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 class CheckpointError(ValueError):
@@ -79,6 +81,8 @@ def config_of(payload: dict[str, Any], source: str = "checkpoint") -> ModelConfi
     fields = dict(payload["model_config"])
     if payload.get("version", CHECKPOINT_VERSION) < 3:
         fields.setdefault("target_layer", "last")  # what those checkpoints' heads predicted
+    if payload.get("version", CHECKPOINT_VERSION) < 4:
+        fields.setdefault("history_fusion", "residual")  # how their planner took the history
     try:
         return from_dict(ModelConfig, fields)
     except ConfigError as exc:

@@ -57,8 +57,10 @@ class ReactivePlanner(nn.Module):
         self.history_proj = nn.Linear(cfg.visual_history_dim, dim)
         nn.init.zeros_(self.history_proj.weight)
         nn.init.zeros_(self.history_proj.bias)
+        self.history_fused = cfg.history_fusion == "fused"
+        inputs = 4 if self.history_fused else 3
         self.fuse = nn.Sequential(
-            nn.Linear(3 * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim), nn.GELU()
+            nn.Linear(inputs * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim), nn.GELU()
         )
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * self.num_coeffs))
         # Zero-init output: the first prediction is the constant turn rate and velocity rollout.
@@ -80,13 +82,12 @@ class ReactivePlanner(nn.Module):
         vision = self.view_pool(tokens)
         ego = ego_history.float()
         ego_scaled = ego / self.ego_scale
-        hidden = self.fuse(
-            torch.cat(
-                [vision, self.map_encoder(map_raster, map_valid), self.ego_encoder(ego_scaled)],
-                dim=-1,
-            )
-        )
-        hidden = hidden + self.history_proj(visual_history)
+        parts = [vision, self.map_encoder(map_raster, map_valid), self.ego_encoder(ego_scaled)]
+        history = self.history_proj(visual_history)
+        if self.history_fused:
+            hidden = self.fuse(torch.cat([*parts, history], dim=-1))
+        else:
+            hidden = self.fuse(torch.cat(parts, dim=-1)) + history
         coeffs = self.head(hidden).float().view(-1, 2, self.num_coeffs)
         controls = coeffs @ self.basis  # [B, 2, T]
         speed0 = ego[:, -1, 0]

@@ -87,7 +87,7 @@ def build(
         wrong = camera_mismatch(cameras, model_cfg)
         if wrong:
             raise ConfigError(f"the model config does not fit {manifest_uri}: {wrong[0]}")
-    split = split_episodes(list(episodes), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    split = split_episodes(list(episodes), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     logger.info("split by episode: %s", {k: len(v) for k, v in split.items()})
 
     def source(names: list[str]) -> SampleSource:

@@ -289,7 +289,9 @@ class _Run:
             i = progress.epoch_batches  # the batch's position in the whole epoch
             self._log_samples(raw)
             batch = to_device(raw, info.device)
-            terms = forward_backward(self.model, self.core, batch, cfg, self.amp, self.window)
+            terms = forward_backward(
+                self.model, self.core, batch, cfg, self.amp, self.window, epoch
+            )
             finite = finite and all(math.isfinite(v) for v in terms.values())
             progress.epoch_batches = i + 1
             if (i + 1) % cfg.grad_accum_steps and i + 1 != batches:

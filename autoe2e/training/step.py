@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -24,6 +25,27 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. it diverged); the message names the step and what to do."""
 
 
+def history_keep_mask(batch: dict[str, Any], cfg: TrainConfig, epoch: int) -> torch.Tensor | None:
+    """Which samples of a micro-batch the planner sees the visual history of
+    (`TrainConfig.history_dropout`); None = all of them.
+
+    Each sample's draw is a hash of (seed, epoch, episode id, timestamp) instead of a number
+    from torch's global RNG, so it does not depend on where the sample lands: DDP ranks, loader
+    workers and accumulation steps make the same choice as one process (tests/test_elastic.py
+    compares their weights), and a run resumed mid-epoch makes the same choice as an
+    uninterrupted one (the DataLoader takes a number from the global RNG whenever an epoch's
+    iterator starts, which a resumed run does at another point of the stream).
+    """
+    if cfg.history_dropout <= 0:
+        return None
+    draws = [
+        int(hashlib.sha256(f"{cfg.seed}:{epoch}:{e}:{float(t):.4f}".encode()).hexdigest()[:16], 16)
+        / 2**64
+        for e, t in zip(batch["episode_id"], batch["timestamp_s"].tolist(), strict=True)
+    ]
+    return torch.tensor(draws) >= cfg.history_dropout
+
+
 def forward_backward(
     model: torch.nn.Module,
     core: AutoE2E,
@@ -31,15 +53,18 @@ def forward_backward(
     cfg: TrainConfig,
     amp: torch.dtype | None,
     window: MetricsWindow,
+    epoch: int = 0,
 ) -> dict[str, float]:
     """Loss of one micro-batch, backpropagated (scaled for accumulation); -> its terms.
 
     bf16 autocast on CUDA needs no GradScaler (bf16 has fp32's exponent range); fp32 on CPU.
     Non-finite terms are returned but not added to the window (the guard decides).
+    `epoch` is part of the history-dropout draw (`history_keep_mask`).
     """
     device = batch["future_trajectory"].device
+    keep = history_keep_mask(batch, cfg, epoch)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        out = model(batch)
+        out = model(batch, history_keep=None if keep is None else keep.to(device))
     traj = trajectory_l1(
         out.trajectory.float(),
         batch["future_trajectory"].float(),
