@@ -231,7 +231,11 @@ def main() -> None:
         "--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per variant"
     )
     parser.add_argument("--episodes", type=int, default=DEFAULT_EPISODES)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    # One torch thread by default: the demo model gains little from a second one (benchmarks/
+    # model.py demo, 1 vs 2 threads: 23.6-29.8 vs 30.1-31.5 samples/s), while the training loop's
+    # JPEG decoding needs the other core. Alone on 2 cores, the model's first 250 steps and
+    # their validation pass took 15 min at 2 threads and 12.9 min at 1 (seed 7, e7e74d5).
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (see above)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")

@@ -13,7 +13,7 @@ from test_evaluation import StraightRoad, tiny_cfg
 from test_report_html import _image_check
 
 from autoe2e.config import ConfigError, EvalConfig
-from autoe2e.evaluation import evaluate, per_sample_errors
+from autoe2e.evaluation import EvaluationError, evaluate, per_sample_errors
 from autoe2e.evaluation.diagnostics import rankme
 from autoe2e.model import AutoE2E, checkpoint_bytes
 
@@ -75,14 +75,14 @@ def test_camera_free_baselines_ignore_what_they_must_not_see() -> None:
         assert same is ignored, mode
 
 
-def _checkpoint(tmp_path, name: str, cfg) -> str:
+def _checkpoint(tmp_path, name: str, cfg, split: dict[str, list[str]] = SPLIT) -> str:
     torch.manual_seed(1)
     model = AutoE2E(cfg)
     with torch.no_grad():  # non-zero history projection and head: every input matters
         for p in model.planner.parameters():
             p.add_(0.05 * torch.randn_like(p))
     path = tmp_path / f"{name}.pt"
-    path.write_bytes(checkpoint_bytes(model, {"split": SPLIT, "cameras": CAMERAS}))
+    path.write_bytes(checkpoint_bytes(model, {"split": split, "cameras": CAMERAS}))
     return str(path)
 
 
@@ -121,3 +121,24 @@ def test_report_has_ablations_trained_baselines_and_world_model_diagnostics(tmp_
     assert "Bird&#x27;s-eye samples" in page.read_text() or "Bird's-eye samples" in page.read_text()
     checked = _image_check(page, tmp_path)
     assert checked["total"] >= 4 and checked["failed"] == [] and checked["external"] == []
+
+
+def test_a_trained_baseline_from_another_split_is_refused_unless_episodes_are_chosen(
+    tmp_path, caplog
+) -> None:
+    cfg = tiny_cfg()
+    model = _checkpoint(tmp_path, "model", cfg)
+    off_cfg = dataclasses.replace(cfg, use_world_model=False)
+    other = _checkpoint(
+        tmp_path, "other", off_cfg, {"train": ["x1"], "val": ["v1"], "test": ["t1", "x2", "x3"]}
+    )
+    eval_cfg = EvalConfig(batch_size=4, horizons_s=[1.0], baseline_checkpoints={"off": other})
+    factory = lambda m, episodes, f: NoisyRoad(cfg, episodes, CAMERAS)  # noqa: E731
+    with pytest.raises(EvaluationError, match=r"baseline off .*other\.pt.*TrainConfig\.split_seed"):
+        evaluate("fake://m", model, str(tmp_path / "a"), eval_cfg, dataset_factory=factory)
+    # episodes chosen by the caller: the splits may differ; a leak into training is reported
+    report = evaluate(
+        "fake://m", model, str(tmp_path / "b"), eval_cfg, ["x1", "x2"], dataset_factory=factory
+    )
+    assert report["trained_baselines"]["off"]["ade_m"] > 0
+    assert "baseline off" in caplog.text and "['x1']" in caplog.text

@@ -28,6 +28,38 @@ class EvaluationError(ValueError):
     """Evaluation inputs do not fit together; the message names them and the fix."""
 
 
+def _check_baseline_split(
+    name: str,
+    uri: str,
+    extra: dict[str, Any],
+    checkpoint_uri: str,
+    episodes: list[str],
+    explicit: bool,
+) -> None:
+    """Refuse a baseline that cannot be compared with the model on these episodes.
+
+    On the model's own test split (the default) the baseline must hold out the same episodes,
+    i.e. come from the same manifest and split seed, or it may have trained on the model's
+    test episodes. On episodes the caller chose (e.g. the validation episodes of a design
+    experiment) the splits need not match; a warning says when the baseline trained on some
+    of them, as for the model.
+    """
+    split = extra.get("split", {})
+    if explicit:
+        leaked = sorted(set(episodes) & set(split.get("train", [])))
+        if leaked:
+            logger.warning(
+                "trained baseline %s (%s) trained on episodes %s: its numbers are not held-out",
+                name, uri, leaked,
+            )  # fmt: skip
+    elif split.get("test") is not None and sorted(split["test"]) != sorted(episodes):
+        raise EvaluationError(
+            f"trained baseline {name} ({uri}) holds out other test episodes than "
+            f"{checkpoint_uri}; train it on the same manifest with the same "
+            "TrainConfig.split_seed"
+        )
+
+
 def evaluate(
     manifest_uri: str,
     checkpoint_uri: str,
@@ -37,13 +69,16 @@ def evaluate(
     tracking: Any | None = None,
     dataset_factory: DatasetFactory | None = None,
 ) -> dict[str, Any]:
-    """Write `<out_uri>/report.json` and return it. `episodes=None` = the checkpoint's test split.
+    """Write `<out_uri>/report.json` and return it. `episodes=None` = the checkpoint's test split;
+    a list scores those episodes instead (e.g. validation episodes while choosing a design, so
+    the test episodes stay untouched), the model and any trained baselines alike.
 
     With a tracker, metrics go to its run, the report is an artifact, and the checkpoint becomes
     a new version of the registered model, aliased `champion` when it passes the gate (which
     then includes beating the current champion on these samples) or `challenger`.
     """
     model, extra = load_model(storage.read_bytes(checkpoint_uri), source=checkpoint_uri)
+    explicit_episodes = episodes is not None
     if episodes is None:
         episodes = list(extra.get("split", {}).get("test", []))
         if not episodes:
@@ -90,12 +125,9 @@ def evaluate(
     trained = {}
     for name, uri in eval_cfg.baseline_checkpoints.items():
         baseline, baseline_extra = load_model(storage.read_bytes(uri), source=uri)
-        baseline_test = baseline_extra.get("split", {}).get("test")
-        if baseline_test is not None and sorted(baseline_test) != sorted(episodes):
-            raise EvaluationError(
-                f"trained baseline {name} ({uri}) holds out other test episodes than "
-                f"{checkpoint_uri}; train it on the same manifest with the same split seed"
-            )
+        _check_baseline_split(
+            name, uri, baseline_extra, checkpoint_uri, episodes, explicit_episodes
+        )
         trained[name] = score(baseline, baseline.cfg.use_world_model)
     labels = _scenario_labels(manifest_uri, collected)
     report = build_report(collected, eval_cfg, labels=labels, trained=trained)
