@@ -28,6 +28,14 @@ class EvaluationError(ValueError):
     """Evaluation inputs do not fit together; the message names them and the fix."""
 
 
+def _trained_on(what: str, extra: dict[str, Any], episodes: list[str]) -> list[str]:
+    """The `episodes` a checkpoint trained on (from its stored split), logged as a warning."""
+    leaked = sorted(set(episodes) & set(extra.get("split", {}).get("train", [])))
+    if leaked:
+        logger.warning("%s trained on episodes %s: its numbers are not held-out", what, leaked)
+    return leaked
+
+
 def _check_baseline_split(
     name: str,
     uri: str,
@@ -46,12 +54,7 @@ def _check_baseline_split(
     """
     split = extra.get("split", {})
     if explicit:
-        leaked = sorted(set(episodes) & set(split.get("train", [])))
-        if leaked:
-            logger.warning(
-                "trained baseline %s (%s) trained on episodes %s: its numbers are not held-out",
-                name, uri, leaked,
-            )  # fmt: skip
+        _trained_on(f"trained baseline {name} ({uri})", extra, episodes)
     elif split.get("test") is not None and sorted(split["test"]) != sorted(episodes):
         raise EvaluationError(
             f"trained baseline {name} ({uri}) holds out other test episodes than "
@@ -96,9 +99,7 @@ def evaluate(
         )
     if len(dataset) == 0:
         raise EvaluationError(f"{manifest_uri}: episodes {episodes} hold no samples")
-    leaked = sorted(set(episodes) & set(extra.get("split", {}).get("train", [])))
-    if leaked:
-        logger.warning("evaluating on training episodes %s: numbers are not held-out", leaked)
+    leaked = _trained_on(f"the evaluated model ({checkpoint_uri})", extra, episodes)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     horizons = list(eval_cfg.horizons_s)
