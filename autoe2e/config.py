@@ -53,6 +53,12 @@ class GenerateConfig:
     #: Per episode without a lead vehicle: a stopped works truck in the ego lane that the ego
     #: must see and stop for (it is not in the map); the truck turns off once the ego waits.
     obstacle_probability: float = 0.9
+    #: Per episode without a lead vehicle: a side road from the right with a bus on it, in
+    #: place of the works truck or the light. It pulls out across the ego's path (the ego
+    #: yields) with `junction_pull_out_probability`, else it waits; only its motion over the
+    #: last seconds tells which (a cue for the world model's 1 Hz history).
+    junction_probability: float = 0.6
+    junction_pull_out_probability: float = 0.6
     oncoming_traffic_density: float = 0.5
     max_speed_mps: float = 20.0
     max_lateral_accel_mps2: float = 2.5

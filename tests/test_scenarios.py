@@ -39,7 +39,8 @@ from autoe2e.synthetic import generate_episodes
 logger = logging.getLogger(__name__)
 
 #: Lead vehicle + traffic light episodes (seed 2 holds three hard brakes each, the lead stops
-#: for the light in one and drives on in the other) and a works-truck episode.
+#: for the light in one and drives on in the other), a works-truck episode and two side road
+#: episodes (seed 3: a bus that crosses in front of the ego, then one that waits).
 WORLDS = (
     GenerateConfig(
         num_episodes=2,
@@ -53,7 +54,16 @@ WORLDS = (
         seed=4,
         cameras=["front"],
         lead_vehicle_probability=0.0,
+        junction_probability=0.0,
         obstacle_probability=1.0,
+    ),
+    GenerateConfig(
+        num_episodes=2,
+        seed=3,
+        cameras=["front"],
+        lead_vehicle_probability=0.0,
+        junction_probability=1.0,
+        junction_pull_out_probability=0.5,
     ),
 )
 #: The demo model's input size: what the cues must survive.
@@ -62,7 +72,7 @@ PREPARE = PrepareConfig(image_width=112, image_height=64)
 MIN_PIXELS = 2
 #: Brake lamps are scored for leads at most this far ahead at the onset (see `_cue_masks`).
 NEAR_M = 45.0
-CUES = ("brake", "red_light", "green_light", "obstacle")
+CUES = ("brake", "red_light", "green_light", "obstacle", "bus")
 
 
 # ---------------------------------------------------------------------------- the detector
@@ -90,6 +100,18 @@ def amber_pixels(image: np.ndarray) -> np.ndarray:
     return (r >= 170) & (g >= 0.52 * r) & (g <= 0.8 * r) & (b <= 0.35 * r)
 
 
+def magenta_pixels(image: np.ndarray) -> np.ndarray:
+    """The side road's bus: bright R and B, G well below both (no other object is magenta)."""
+    r, g, b = _channels(image)
+    return (r >= 110) & (b >= 110) & (g <= 0.6 * np.minimum(r, b))
+
+
+def bus_column(image: np.ndarray) -> float | None:
+    """Mean image column of the bus's pixels, None when it does not show."""
+    cols = np.flatnonzero(magenta_pixels(image).any(axis=0))
+    return float(cols.mean()) if len(cols) >= MIN_PIXELS else None
+
+
 def detect(image: np.ndarray) -> dict[str, bool]:
     """Per cue, whether it shows in a stored front frame. The cameras are level, so the
     horizon is the middle row: brake lamps (below 1.1 m) are always below it and signal lamps
@@ -101,6 +123,7 @@ def detect(image: np.ndarray) -> dict[str, bool]:
         "red_light": int(red[:horizon].sum()) >= MIN_PIXELS,
         "green_light": int(green[:horizon].sum()) >= MIN_PIXELS,
         "obstacle": int(amber_pixels(image).sum()) >= MIN_PIXELS,
+        "bus": int(magenta_pixels(image).sum()) >= MIN_PIXELS,
     }
 
 
@@ -170,6 +193,9 @@ def _cue_masks(sc: dict, t: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarra
         green |= _within(t, [(seen_from + 0.3, red_at - 0.1), (green_at + 0.1, seen_until - 0.3)])
     shown = _within(t, [(e["appear_time_s"] + 0.3, e["pull_off_time_s"]) for e in trucks])
     quiet_light = ~_within(t, [_span(e) for e in stops], pad_s=1.0)
+    buses = [e for e in events if e["kind"] in ("crossing_vehicle", "waiting_vehicle")]
+    bus_seen = _within(t, [(e["appear_time_s"] + 0.6, e["visible_until_s"] - 0.3) for e in buses])
+    bus_spans = [(e["appear_time_s"], max(e["end_time_s"], e["visible_until_s"])) for e in buses]
     return {
         "brake": (
             _within(t, [(lo + 0.1, hi - 0.05) for lo, hi in near]),
@@ -178,6 +204,7 @@ def _cue_masks(sc: dict, t: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarra
         "red_light": (red, quiet_light),
         "green_light": (green, quiet_light),
         "obstacle": (shown, ~_within(t, [_span(e) for e in trucks], pad_s=1.0)),
+        "bus": (bus_seen, ~_within(t, bus_spans, pad_s=1.0)),
     }
 
 
@@ -210,7 +237,7 @@ def test_cues_show_in_the_stored_frames_exactly_when_scenario_json_says(
 def test_cues_precede_the_egos_reaction(prepared: tuple[Path, Path]) -> None:
     """The map shows none of these: the cameras must, before the ego state does."""
     raw, _ = prepared
-    checked = {"lead_braking": 0, "stop": 0, "obstacle": 0}
+    checked = {"lead_braking": 0, "stop": 0, "obstacle": 0, "crossing_vehicle": 0}
     for episode in sorted(raw.iterdir()):
         for e in json.loads((episode / SCENARIO_FILE).read_text())["events"]:
             if e["kind"] == "lead_braking" and None not in (
@@ -228,7 +255,42 @@ def test_cues_precede_the_egos_reaction(prepared: tuple[Path, Path]) -> None:
                 assert e["ego_brake_time_s"] - e["appear_time_s"] >= 1.0
                 assert e["ego_stop_time_s"] < e["clear_time_s"] < e["ego_go_time_s"]
                 checked["obstacle"] += 1
+            elif e["kind"] == "crossing_vehicle":
+                # In view, approaching, for >= 2 s (two 1 Hz history frames) before the ego
+                # reacts: only its motion tells it will not wait.
+                assert e["appear_time_s"] < e["pull_out_time_s"] < e["ego_brake_time_s"]
+                assert e["ego_brake_time_s"] - e["appear_time_s"] >= 2.0
+                assert e["clear_time_s"] < e["ego_go_time_s"]
+                checked["crossing_vehicle"] += 1
     assert checked["lead_braking"] >= 1 and checked["stop"] == 2 and checked["obstacle"] == 1
+    assert checked["crossing_vehicle"] == 1
+
+
+def test_only_motion_tells_a_crossing_bus_from_a_waiting_one(prepared: tuple[Path, Path]) -> None:
+    """In the stored frames one second apart (the world model's 1 Hz history), the bus that
+    will cross moves towards the image centre (it drives towards the road faster than the
+    ego's approach turns it outwards) while the waiting one drifts outwards. Both stand on the
+    right-hand arm until the crossing one reaches the give-way line, so neither one frame nor
+    the map tells which is which."""
+    raw, out = prepared
+    frames = _front_frames(out)
+    drifts: dict[str, list[float]] = {"crossing_vehicle": [], "waiting_vehicle": []}
+    for eid, (t, images) in frames.items():
+        for e in json.loads((raw / eid / SCENARIO_FILE).read_text())["events"]:
+            if e["kind"] not in drifts:
+                continue
+            until = e.get("ego_brake_time_s") or e["visible_until_s"]
+            for t0 in np.arange(e["appear_time_s"] + 0.3, until - 1.0, 0.5):
+                a, b = (int(np.argmin(np.abs(t - x))) for x in (t0, t0 + 1.0))
+                ca, cb = bus_column(images[a]), bus_column(images[b])
+                if ca is not None and cb is not None:
+                    drifts[e["kind"]].append(cb - ca)
+    logger.info(
+        "bus drift per second (px): %s", {k: np.round(v, 1).tolist() for k, v in drifts.items()}
+    )
+    assert len(drifts["crossing_vehicle"]) >= 2 and len(drifts["waiting_vehicle"]) >= 2
+    assert max(drifts["crossing_vehicle"]) < -1.0, "moves towards the centre"
+    assert min(drifts["waiting_vehicle"]) > 0.0, "drifts outwards"
 
 
 # ---------------------------------------------------------------------------- labels
@@ -256,7 +318,15 @@ def test_sample_labels_come_from_events_overlapping_the_future_window() -> None:
     ]
     assert sample_labels(events, [7.0], horizon_s=0.0) == [("straight",)]
     assert sample_labels([], [1.0, 2.0]) == [("straight",), ("straight",)]
-    assert set(SCENARIO_LABELS) == {"straight", "curve", "lead_braking", "stop_start", "obstacle"}
+    assert set(SCENARIO_LABELS) == {
+        "straight",
+        "curve",
+        "lead_braking",
+        "stop_start",
+        "obstacle",
+        "crossing_vehicle",
+        "waiting_vehicle",
+    }
     with pytest.raises(ValueError, match="horizon_s"):
         sample_labels(events, [0.0], horizon_s=-1.0)
 

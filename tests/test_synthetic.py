@@ -28,8 +28,8 @@ from autoe2e.contract import (
 from autoe2e.synthetic import SCENARIO_FILE, generate_episode, generate_episodes
 from autoe2e.synthetic.ego import simulate, speed_profile
 from autoe2e.synthetic.render import camera_rig
-from autoe2e.synthetic.road import EGO_LANE_OFFSET_M, build_road
-from autoe2e.synthetic.traffic import TrafficPlan
+from autoe2e.synthetic.road import EGO_LANE_OFFSET_M, build_road, straighten
+from autoe2e.synthetic.traffic import JUNCTION_SPEED_MPS, TrafficPlan
 from autoe2e.video.encode import Mp4Writer
 
 FPS = 30
@@ -253,6 +253,7 @@ def test_green_light_is_visible_before_the_ego_moves(tmp_path: Path) -> None:
         image_width=160,
         image_height=96,
         lead_vehicle_probability=0.0,
+        junction_probability=0.0,
         obstacle_probability=0.0,
         oncoming_traffic_density=0.0,
         duration_s=18.0,
@@ -291,6 +292,7 @@ def test_ego_stops_for_a_works_truck_it_saw_seconds_earlier(tmp_path: Path) -> N
         image_height=96,
         duration_s=24.0,
         lead_vehicle_probability=0.0,
+        junction_probability=0.0,
         obstacle_probability=1.0,
         oncoming_traffic_density=0.0,
         seed=3,
@@ -318,6 +320,104 @@ def test_ego_stops_for_a_works_truck_it_saw_seconds_earlier(tmp_path: Path) -> N
     amber = np.array([_amber(f) for f in frames])
     k_appear = int(math.ceil(appear * FPS))
     assert amber[k_appear + 3 : int(brake * FPS)].min() >= 1, "visible before the ego brakes"
+
+
+def _magenta(frame: np.ndarray) -> np.ndarray:
+    """Pixels of the side road's bus (no other object is magenta)."""
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    return (r > 120) & (b > 120) & (g < 0.6 * np.minimum(r, b))
+
+
+def _bus_column(frame: np.ndarray) -> float | None:
+    cols = np.flatnonzero(_magenta(frame).any(axis=0))
+    return float(cols.mean()) if len(cols) >= 2 else None
+
+
+def _side_road_world(pulls_out: bool) -> GenerateConfig:
+    return tiny(
+        cameras=["front"],
+        image_width=160,
+        image_height=96,
+        duration_s=24.0,
+        lead_vehicle_probability=0.0,
+        junction_probability=1.0,
+        junction_pull_out_probability=1.0 if pulls_out else 0.0,
+        curve_probability=0.0,
+        s_bend_probability=0.0,
+        oncoming_traffic_density=0.0,
+        seed=3,
+    )
+
+
+def test_ego_yields_to_a_bus_it_saw_approaching_and_ignores_one_that_waits(
+    tmp_path: Path,
+) -> None:
+    """A crossing bus shows in the front camera, moving towards the road, seconds before the
+    ego brakes; the ego stays out of the side road until the bus has left its lane. A waiting
+    bus moves only as the ego's own motion makes it move (outwards), and the ego never brakes."""
+    cfg = _side_road_world(pulls_out=True)
+    eid = generate_episode(tmp_path / "crossing", 0, cfg)
+    episode = tmp_path / "crossing" / eid
+    (bus,) = [ev for ev in scenario(episode)["events"] if ev["kind"] == "crossing_vehicle"]
+    assert not any(ev["kind"] in ("stop", "obstacle") for ev in scenario(episode)["events"])
+    keys = ("appear_time_s", "pull_out_time_s", "ego_notice_time_s", "ego_brake_time_s")
+    times = [bus[k] for k in (*keys, "clear_time_s", "ego_go_time_s")]
+    assert None not in times and times == sorted(times), times
+    appear, pull_out, _, brake, clear, go = times
+    assert brake - appear >= 2.0, "two 1 Hz frames show the bus approaching before the ego reacts"
+    assert go >= clear + 0.5, "the ego goes on with a reaction delay once its lane is clear"
+    e = ego(episode)
+    t = e["timestamp_s"]
+    # Where the ego was while the bus was in its lane: short of the side road.
+    in_lane = (t >= pull_out) & (t <= clear)
+    ahead = np.hypot(bus["x_m"] - e["x_m"][in_lane], bus["y_m"] - e["y_m"][in_lane])
+    assert ahead.min() > 2.25 + 3.0, "the ego's front stays out of the side road"
+    assert e["speed_mps"][in_lane].min() < 0.6 * e["speed_mps"][t <= pull_out][-1]
+    moving = e["speed_mps"] > 1.0
+    assert e["accel_mps2"][moving].min() > -6.0, "a firm stop, not an emergency"
+    frames, _, _ = decode(episode / CAMERA_DIR / "front.mp4")
+    cols = [_bus_column(frames[int(round(s * FPS))]) for s in np.arange(appear + 0.5, brake, 0.5)]
+    assert None not in cols and len(cols) >= 4
+    assert cols[-1] < cols[0] - 5, f"the crossing bus moves towards the image centre: {cols}"
+
+    cfg = _side_road_world(pulls_out=False)
+    eid = generate_episode(tmp_path / "waiting", 0, cfg)
+    episode = tmp_path / "waiting" / eid
+    (bus,) = [ev for ev in scenario(episode)["events"] if ev["kind"] == "waiting_vehicle"]
+    e = ego(episode)
+    # It slows for the junction's 45 km/h zone (as it does for a crossing bus), no more.
+    assert e["accel_mps2"].min() > -0.5 * cfg.comfortable_decel_mps2 - 0.3, "nothing to yield to"
+    assert e["speed_mps"].min() > JUNCTION_SPEED_MPS - 0.5
+    frames, _, _ = decode(episode / CAMERA_DIR / "front.mp4")
+    seen = np.arange(bus["appear_time_s"] + 0.5, bus["visible_until_s"] - 0.2, 0.5)
+    cols = [_bus_column(frames[int(round(s * FPS))]) for s in seen]
+    assert None not in cols and len(cols) >= 4
+    assert cols[-1] > cols[0] + 5, f"the waiting bus drifts outwards as the ego nears: {cols}"
+
+
+def test_straightening_a_stretch_keeps_the_road_smooth_and_re_measures_its_curves() -> None:
+    """A junction's approach is made straight; curvature (the ego's yaw rate) stays continuous
+    and the curve spans describe the road that is left."""
+    cfg = GenerateConfig(curve_probability=0.8, s_bend_probability=0.2)
+    checked = 0
+    for seed in range(4):
+        road, spans = build_road(np.random.default_rng(seed), 900.0, cfg, lead_in_m=100.0)
+        lo, hi = 250.0, 600.0
+        flat, kept = straighten(road, spans, lo, hi)
+        inside = (flat.s >= lo) & (flat.s <= hi)
+        assert np.abs(flat.kappa[inside]).max() == 0.0
+        assert np.abs(np.diff(flat.kappa)).max() <= np.abs(np.diff(road.kappa)).max() + 1e-3
+        # Heading is the integral of curvature; positions follow the heading.
+        step = np.hypot(np.diff(flat.x), np.diff(flat.y))
+        assert np.allclose(step, np.diff(flat.s), atol=1e-6)
+        assert np.allclose(flat.kappa[flat.s < lo - 40.0], road.kappa[road.s < lo - 40.0])
+        for span in kept:
+            where = (flat.s >= span.road_s_start_m) & (flat.s <= span.road_s_end_m)
+            assert abs(span.peak_curvature_1pm) == pytest.approx(np.abs(flat.kappa[where]).max())
+        gone = [sp for sp in spans if lo <= sp.road_s_start_m and sp.road_s_end_m <= hi]
+        assert not set(gone) & set(kept)
+        checked += len(gone)
+    assert checked >= 1, "some curve lay wholly inside a straightened stretch"
 
 
 def test_ego_slows_before_sharp_curves() -> None:
@@ -371,6 +471,8 @@ def test_camera_rig_names_and_yaws() -> None:
         ({"horizontal_fov_deg": 190.0}, "horizontal_fov_deg"),
         ({"camera_fov_deg": {"front": 5.0}}, "camera_fov_deg"),
         ({"obstacle_probability": -0.1}, "obstacle_probability"),
+        ({"junction_probability": 1.2}, "junction_probability"),
+        ({"junction_pull_out_probability": -1.0}, "junction_pull_out_probability"),
         ({"cameras": ["front", "front/left"]}, "cameras"),
         ({"crf": 60}, "crf"),
         ({"duration_s": 5.0}, "duration_s"),

@@ -1,7 +1,8 @@
 """Per-sample scenario labels from an episode's optional ground-truth events.
 
 Why: a planner's average error hides whether it handles the situations that need its cameras
-(a lead vehicle braking, stopping and starting at a light, an obstacle in the lane). Episodes
+(a lead vehicle braking, stopping and starting at a light, an obstacle in the lane, a bus
+that crosses from a side road or one that waits there). Episodes
 may carry their events in ``scenario.json`` (the synthetic world writes one); `autoe2e prepare`
 copies them into the manifest's per-episode entry as the optional field ``events``, so
 evaluation can label every sample from the manifest and the sample's timestamp alone. Nothing
@@ -9,9 +10,9 @@ in the training-sample contract changes: real drives without annotations simply 
 ``events`` and their labels are None.
 
 Event format (scenario.json and manifest alike): ``kind`` (curve, lead_braking, stop,
-obstacle), ``start_time_s`` / ``end_time_s`` on the episode clock, where null means the event
-began before the episode (start) or was still going at its end (end); the manifest keeps any
-further scalar fields of an event under ``detail``.
+obstacle, crossing_vehicle, waiting_vehicle), ``start_time_s`` / ``end_time_s`` on the episode
+clock, where null means the event began before the episode (start) or was still going at its
+end (end); the manifest keeps any further scalar fields of an event under ``detail``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,15 @@ __all__ = [
 #: Optional file in a raw episode folder with the episode's ground-truth events.
 SCENARIO_FILE = "scenario.json"
 #: Every label a sample can get; "straight" means no event applies.
-SCENARIO_LABELS = ("straight", "curve", "lead_braking", "stop_start", "obstacle")
+SCENARIO_LABELS = (
+    "straight",
+    "curve",
+    "lead_braking",
+    "stop_start",
+    "obstacle",
+    "crossing_vehicle",
+    "waiting_vehicle",
+)
 #: Event kind -> label. "s_bend" and "lead_brake" are the kinds of scenario.json files written
 #: before the kinds were unified; they are still understood.
 KIND_LABELS: dict[str, str] = {
@@ -51,6 +60,8 @@ KIND_LABELS: dict[str, str] = {
     "lead_brake": "lead_braking",
     "stop": "stop_start",
     "obstacle": "obstacle",
+    "crossing_vehicle": "crossing_vehicle",
+    "waiting_vehicle": "waiting_vehicle",
 }
 _TIME_KEYS = ("start_time_s", "end_time_s")
 

@@ -1,5 +1,5 @@
 """The episode's ground-truth events (`scenario.json`): curves, lead braking, stops at the
-light and the works truck, each with its times on the episode clock."""
+light, the works truck and the side road's bus, each with its times on the episode clock."""
 
 from __future__ import annotations
 
@@ -75,6 +75,39 @@ def _lead_braking_events(p: EpisodePlan) -> list[dict]:
     return events
 
 
+def _side_vehicle_events(p: EpisodePlan, seen: tuple[float | None, float | None]) -> list[dict]:
+    """The side road's bus: `crossing_vehicle` when it pulls out in front of the ego (with the ego's
+    reaction), `waiting_vehicle` when it stays; nothing when it never came into view."""
+    junction, m = p.plan.junction, p.motion
+    if junction is None or seen[0] is None:
+        return []
+    x, y = p.road.offset(junction.road_s_m, 0.0)
+    event: dict = {
+        "kind": "crossing_vehicle" if junction.pulls_out else "waiting_vehicle",
+        "start_time_s": seen[0],
+        "end_time_s": _time_at(m, p.lane, junction.road_s_m),
+        "x_m": round(float(x), 3),
+        "y_m": round(float(y), 3),
+        "road_s_m": round(junction.road_s_m, 2),
+        "appear_time_s": seen[0],
+        "visible_until_s": seen[1],
+    }
+    if junction.pulls_out:
+        notice = m.junction_ego_notice_time_s
+        event.update(
+            speed_mps=round(junction.speed_mps, 3),
+            pull_out_time_s=round(junction.pull_out_time_s, 3),
+            ego_notice_time_s=_round(notice),
+            ego_brake_time_s=None if notice is None else _ego_brake_after(m, notice),
+            ego_stop_time_s=_round(m.junction_ego_stop_time_s),
+            clear_time_s=_round(junction.clear_time_s()),
+            ego_go_time_s=_round(m.junction_ego_go_time_s),
+        )
+    else:
+        event["wait_back_m"] = round(junction.wait_back_m, 2)
+    return [event]
+
+
 def scenario_record(
     p: EpisodePlan,
     eid: str,
@@ -84,11 +117,13 @@ def scenario_record(
 ) -> dict:
     """Ground-truth events for per-scenario evaluation and vision tests.
 
-    Every event has `kind` (curve, lead_braking, stop, obstacle) and `start_time_s` /
-    `end_time_s` on the episode clock: null start = began before the episode, null end = still
-    going at its end. Curves span entry to exit; lead braking spans the lamps being on; a stop
-    spans the light coming into view (front camera, <= LIGHT_VISIBLE_RANGE_M) to the ego passing
-    it; an obstacle spans the truck coming into view to the ego passing where it stood.
+    Every event has `kind` (curve, lead_braking, stop, obstacle, crossing_vehicle, waiting_vehicle)
+    and `start_time_s` / `end_time_s` on the episode clock: null start = began before the
+    episode, null end = still going at its end. Curves span entry to exit; lead braking spans
+    the lamps being on; a stop spans the light coming into view (front camera, <=
+    LIGHT_VISIBLE_RANGE_M) to the ego passing it; an obstacle spans the truck coming into view
+    to the ego passing where it stood; the side road's bus spans its coming into view to the
+    ego reaching the side road.
     """
     m = p.motion
     ego_end = float(p.lane.road_s_of(m.ego_s[-1]))
@@ -171,6 +206,7 @@ def scenario_record(
                 "ego_go_time_s": _round(m.obstacle_ego_go_time_s),
             }
         )
+    events += _side_vehicle_events(p, visible["side_vehicle"])
     events.sort(key=lambda e: (e["start_time_s"] is not None, e["start_time_s"] or 0.0))
     lead = None
     if p.plan.lead is not None:

@@ -13,7 +13,10 @@ accel = d speed / dt of the simulated speed). The longitudinal command is the mi
   light changes in the camera before the ego brakes), and pulling away after it turns green;
 * stopping behind a works truck in the lane: the ego notices it a perception delay after it
   comes into the front camera's view and then follows a comfortable braking curve; it pulls
-  away once the truck has turned off, again after a reaction delay.
+  away once the truck has turned off, again after a reaction delay;
+* yielding to a bus that pulls out of a side road: the ego notices it a perception delay after
+  it crosses the give-way line, brakes towards the side road's edge and goes on, after a
+  reaction delay, once the bus has left its lane (a bus that waits changes nothing).
 
 The command passes through a jerk limit, so acceleration is continuous and future motion is
 predictable from the past.
@@ -39,6 +42,7 @@ from autoe2e.synthetic.traffic import (
     BrakeEvent,
     TrafficPlan,
     clear_delay_s,
+    side_road_near_edge_m,
 )
 
 #: Simulation step; outputs are interpolated to camera and telemetry times.
@@ -77,16 +81,28 @@ FIRM_STOP_FACTOR = 1.4
 OBSTACLE_MIN_NOTICE_M = 25.0
 #: The truck pulls off only once the ego waits within this distance behind it.
 OBSTACLE_TRIGGER_RANGE_M = 30.0
+#: Yielding to a crossing bus, the ego's front stops this far before the side road's edge.
+JUNCTION_GAP_M = 1.5
 #: A light or truck counts as in view this far inside the edge of the front camera's view.
 VIEW_MARGIN_DEG = 2.0
 
 
-def speed_profile(lane: Lane, v_cap: float, a_lat: float, decel: float) -> np.ndarray:
-    """Highest speed per lane sample that respects lateral accel and can brake for what follows.
+def speed_profile(
+    lane: Lane,
+    v_cap: float,
+    a_lat: float,
+    decel: float,
+    zone: tuple[float, float, float] | None = None,
+) -> np.ndarray:
+    """Highest speed per lane sample that respects lateral accel, a speed `zone` (from, to,
+    speed in lane arc length) and can brake for what follows.
 
     Backward pass: v[i] = min(limit[i], sqrt(v[i+1]^2 + 2 decel ds)).
     """
     limit = np.minimum(v_cap, np.sqrt(a_lat / np.maximum(np.abs(lane.kappa), 1e-9)))
+    if zone is not None:
+        inside = (lane.s >= zone[0]) & (lane.s <= zone[1])
+        limit[inside] = np.minimum(limit[inside], zone[2])
     out = limit.copy()
     ds = np.diff(lane.s)
     for i in range(len(out) - 2, -1, -1):
@@ -125,6 +141,10 @@ class Motion:
     obstacle_pull_off_time_s: float | None = None
     obstacle_clear_time_s: float | None = None
     obstacle_ego_go_time_s: float | None = None
+    #: Side road bus that pulls out: the ego notices it, stops (when it has to) and goes on.
+    junction_ego_notice_time_s: float | None = None
+    junction_ego_stop_time_s: float | None = None
+    junction_ego_go_time_s: float | None = None
     #: Brake events the lead actually executed (events while it stops for a light are skipped).
     lead_brake_events: list[BrakeEvent] = field(default_factory=list)
     min_gap_m: float = math.inf
@@ -244,9 +264,16 @@ def simulate(
     """Run ego (and lead) from `start_s` / `start_v` for `duration_s`; see module docstring."""
     if plan.lead is not None and plan.obstacle is not None:
         raise ValueError("a lead vehicle and a works truck in one lane are not modelled")
+    if plan.junction is not None and (plan.lead or plan.obstacle or plan.stop):
+        raise ValueError("a side road bus goes only with a free ego (no lead, truck or light)")
     comf = config.comfortable_decel_mps2
+    zone = plan.junction.speed_zone(lane) if plan.junction is not None else None
     profile = speed_profile(
-        lane, config.max_speed_mps, config.max_lateral_accel_mps2, CURVE_DECEL_FRACTION * comf
+        lane,
+        config.max_speed_mps,
+        config.max_lateral_accel_mps2,
+        CURVE_DECEL_FRACTION * comf,
+        zone,
     )
     n = int(round(duration_s / SIM_DT_S)) + 1
     t = np.arange(n) * SIM_DT_S
@@ -276,6 +303,13 @@ def simulate(
         float(lane.lane_s_of(obstacle.road_s_m)) - TRUCK_LENGTH_M / 2 if obstacle else math.inf
     )
     truck_line = truck_rear - OBSTACLE_GAP_M + STOP_MARGIN_M
+    junction = plan.junction if plan.junction is not None and plan.junction.pulls_out else None
+    if junction is not None:
+        # Yield: the ego's front stops JUNCTION_GAP_M before the side road's near edge.
+        side_edge = float(lane.lane_s_of(junction.road_s_m)) + side_road_near_edge_m()
+        junction_line = side_edge - JUNCTION_GAP_M + STOP_MARGIN_M
+        junction_from = junction.pull_out_time_s + junction.perception_s
+        junction_until = junction.clear_time_s() + junction.ego_go_reaction_s
     delay_steps = int(round(PERCEPTION_DELAY_S / SIM_DT_S))
     motion = Motion(t=t, ego_s=ego_s, ego_v=ego_v, ego_a=ego_a)
     red = green = math.inf
@@ -368,7 +402,7 @@ def simulate(
             elif a_cmd > LAMP_OFF_MPS2:
                 lamp = False
             lead_light[k] = lamp
-        # Ego: min of profile tracking, car following, the stop line and the works truck.
+        # Ego: min of profile tracking, car following, the stop line, the works truck, the bus.
         a_cmd = _track(profile, lane, ego, config.max_speed_mps, comf)
         if lead is not None:
             j = max(0, k - delay_steps)
@@ -380,6 +414,17 @@ def simulate(
         if obstacle is not None:
             blocked = noticed <= now < pull_off + clear_delay_s() + obstacle.ego_go_reaction_s
             a_cmd = min(a_cmd, _stop_command(ego, truck_line, blocked, obstacle.brake_decel_mps2))
+        if junction is not None:
+            yielding = junction_from <= now < junction_until
+            a_cmd = min(
+                a_cmd, _stop_command(ego, junction_line, yielding, junction.brake_decel_mps2)
+            )
+            if yielding and ego.v < 0.05 and motion.junction_ego_stop_time_s is None:
+                motion.junction_ego_stop_time_s = float(now)
+            # Goes on: rolls again after a stop, else is released from yielding.
+            rolling = motion.junction_ego_stop_time_s is None or ego.v > 0.1
+            if now >= junction_until and motion.junction_ego_go_time_s is None and rolling:
+                motion.junction_ego_go_time_s = float(now)
         ego_a[k] = ego.step(a_cmd, SIM_DT_S)
     ego_a[-1] = ego_a[-2]
     if lead is not None:
@@ -395,6 +440,8 @@ def simulate(
         if lead is not None and motion.red_time_s is not None:
             motion.lead_stops_for_light = lead_stops
     motion.green_time_s = _finite(green) if green <= duration_s else None
+    if junction is not None and junction_from <= duration_s:
+        motion.junction_ego_notice_time_s = float(junction_from)
     if obstacle is not None:
         motion.obstacle_ego_notice_time_s = _finite(noticed)
         if pull_off <= duration_s:

@@ -46,6 +46,7 @@ from autoe2e.synthetic.scene import (
     light_billboards,
     light_is_red,
     light_position,
+    side_vehicle_pose,
     truck_pose,
 )
 from autoe2e.synthetic.world import Billboards, build_world
@@ -77,6 +78,8 @@ def check_config(config: GenerateConfig) -> GenerateConfig:
         "lead_vehicle_probability",
         "stop_event_probability",
         "obstacle_probability",
+        "junction_probability",
+        "junction_pull_out_probability",
     ):
         require(0.0 <= getattr(config, name) <= 1.0, name, "use a probability in [0, 1]")
     require(
@@ -157,7 +160,13 @@ def generate_episode(out_root: str | Path, index: int, config: GenerateConfig) -
     out_root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([config.seed, index])
     p = plan_episode(rng, config)
-    world = build_world(rng, p.road, p.plan.stop.line_road_s_m if p.plan.stop else None)
+    junction = p.plan.junction
+    world = build_world(
+        rng,
+        p.road,
+        p.plan.stop.line_road_s_m if p.plan.stop else None,
+        junction.road_s_m if junction else None,
+    )
     rig = camera_rig(config)
     views = [CameraView(cam, world) for cam in rig]
 
@@ -174,6 +183,7 @@ def generate_episode(out_root: str | Path, index: int, config: GenerateConfig) -
     visible: dict[str, tuple[float | None, float | None]] = {
         "light": (None, None),
         "obstacle": (None, None),
+        "side_vehicle": (None, None),
     }
     if p.plan.stop is not None:
         lx, ly = light_position(p.road, p.plan.stop)
@@ -193,6 +203,14 @@ def generate_episode(out_root: str | Path, index: int, config: GenerateConfig) -
         half = traffic.TRUCK_LENGTH_M / 2
         board = (tx - half * np.cos(th), ty - half * np.sin(th), float(np.mean(TRUCK_BOARD_Z_M)))
         visible["obstacle"] = in_view(front, cam_t, pose, board, traffic.OBSTACLE_VISIBLE_RANGE_M)
+    if junction is not None:
+        far = (1e9, 1e9, 0.0)  # driven off: never in view
+        poses = [side_vehicle_pose(p, float(t)) or far for t in cam_t]
+        sx, sy, _ = (np.array(a) for a in zip(*poses, strict=True))
+        height = 0.5 * traffic.SIDE_VEHICLE_HEIGHT_M
+        visible["side_vehicle"] = in_view(
+            front, cam_t, pose, (sx, sy, height), traffic.SIDE_VEHICLE_VISIBLE_RANGE_M
+        )
     writers = [
         Mp4Writer(
             tmp / CAMERA_DIR / f"{cam.name}.mp4",

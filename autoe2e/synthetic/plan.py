@@ -6,6 +6,7 @@ random generator alone, before a single frame is drawn.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import numpy as np
 from autoe2e.config import GenerateConfig
 from autoe2e.synthetic import traffic
 from autoe2e.synthetic.ego import Motion, simulate, speed_profile
-from autoe2e.synthetic.road import EGO_LANE_OFFSET_M, Lane, Road, build_road
+from autoe2e.synthetic.road import EGO_LANE_OFFSET_M, Lane, Road, build_road, straighten
 
 #: The ego starts this far along the road (so the rear cameras see road behind it).
 START_ROAD_S_M = 100.0
@@ -33,10 +34,11 @@ class EpisodePlan:
 
 def plan_episode(rng: np.random.Generator, config: GenerateConfig) -> EpisodePlan:
     """Road, then the events: a lead vehicle (with its hard brakes) and a traffic light, or,
-    without a lead, a works truck in the lane (or a light when there is no truck). The light or
-    truck goes where the ego would be about half-way, from a simulation of the drive without
-    it. A prepared 24 s episode has samples only from ~6.4 s to ~17.6 s (6.4 s of ego history
-    before and of trajectory after each), so that is where the events should happen."""
+    without a lead, a side road with a waiting or crossing bus, else a works truck in the lane
+    (or a light when there is no truck). The event goes where the ego would be about half-way,
+    from a simulation of the drive without it. A prepared 24 s episode has samples only from
+    ~6.4 s to ~17.6 s (6.4 s of ego history before and of trajectory after each), so that is
+    where the events should happen."""
     road_len = START_ROAD_S_M + config.max_speed_mps * config.duration_s + VIEW_AHEAD_M + 60.0
     road, spans = build_road(rng, road_len, config, lead_in_m=START_ROAD_S_M + 30.0)
     lane = road.lane(EGO_LANE_OFFSET_M)
@@ -49,8 +51,9 @@ def plan_episode(rng: np.random.Generator, config: GenerateConfig) -> EpisodePla
         lead: traffic.LeadPlan | None,
         stop: traffic.StopPlan | None,
         obstacle: traffic.ObstaclePlan | None,
+        junction: traffic.JunctionPlan | None = None,
     ) -> Motion:
-        plan = traffic.TrafficPlan(lead, (), stop, obstacle)
+        plan = traffic.TrafficPlan(lead, (), stop, obstacle, junction)
         return simulate(lane, plan, config, start_s, start_v, config.duration_s)
 
     lead = traffic.plan_lead(rng, config)
@@ -68,7 +71,26 @@ def plan_episode(rng: np.random.Generator, config: GenerateConfig) -> EpisodePla
     stop = None
     if obstacle is None:
         stop = traffic.plan_stop(rng, road, lane, reach(pre, 0.45, 0.55), config)
-    motion = drive(lead, stop, obstacle)
+    # The side road draws from its own stream (spawned, so `rng` is not advanced): episodes
+    # without one are exactly those of a world generated before side roads existed.
+    junction = None
+    side_rng = rng.spawn(1)[0]
+    if lead is None and side_rng.random() < config.junction_probability:
+        # Where the ego would be 13 s in (the light and truck: 10.8-13.2 s): the bus pulls out
+        # ~3 s before the ego gets there (later, after the zone's slowing) and holds it up for
+        # ~5 s, inside the sample window. The approach is made straight.
+        where = float(lane.road_s_of(reach(pre, 0.54, 0.54)[0]))
+        zone = (where - traffic.JUNCTION_ZONE_M - 10.0, where + 15.0)
+        road, spans = straighten(road, spans, *zone)
+        lane = road.lane(EGO_LANE_OFFSET_M)
+        start_s = float(lane.lane_s_of(START_ROAD_S_M))
+        junction = traffic.plan_junction(side_rng, where, config)
+        obstacle = stop = None
+        # Time the pull-out from a drive through the junction's speed zone past a waiting bus.
+        past = drive(None, None, None, dataclasses.replace(junction, pulls_out=False))
+        arrive = junction.arrival_time_s(lane, past.t, past.ego_s)
+        junction = dataclasses.replace(junction, pull_out_time_s=arrive - junction.pull_out_lead_s)
+    motion = drive(lead, stop, obstacle, junction)
     # Keep only the road the cameras can see, so the texture stays small.
     furthest = float(lane.road_s_of(max(motion.ego_s[-1], _last(motion.lead_s))))
     keep = road.s <= min(road.length_m, furthest + VIEW_AHEAD_M)
@@ -80,7 +102,7 @@ def plan_episode(rng: np.random.Generator, config: GenerateConfig) -> EpisodePla
         kappa=road.kappa[keep],
     )
     oncoming = traffic.plan_oncoming(rng, road, START_ROAD_S_M, config)
-    plan = traffic.TrafficPlan(lead, oncoming, stop, obstacle)
+    plan = traffic.TrafficPlan(lead, oncoming, stop, obstacle, junction)
     return EpisodePlan(road, lane, spans, plan, motion)
 
 

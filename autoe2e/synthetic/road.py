@@ -167,16 +167,49 @@ def build_road(
         pieces.append(_hold(0.0, gap))
         total += gap
     kappa_all = np.concatenate(pieces + [np.zeros(1)])
-    s = np.arange(len(kappa_all)) * ROAD_DS_M
     theta0 = float(rng.uniform(-np.pi, np.pi))
-    dtheta = 0.5 * (kappa_all[1:] + kappa_all[:-1]) * ROAD_DS_M
+    return _integrate(kappa_all, theta0, 0.0, 0.0), spans
+
+
+def _integrate(kappa: np.ndarray, theta0: float, x0: float, y0: float) -> Road:
+    """The road whose curvature every `ROAD_DS_M` is `kappa`, starting at (x0, y0, theta0)."""
+    s = np.arange(len(kappa)) * ROAD_DS_M
+    dtheta = 0.5 * (kappa[1:] + kappa[:-1]) * ROAD_DS_M
     theta = theta0 + np.concatenate([[0.0], np.cumsum(dtheta)])
     # Integrate position with the midpoint heading (second order, closes curves accurately).
     mid = 0.5 * (theta[1:] + theta[:-1])
-    x = np.concatenate([[0.0], np.cumsum(np.cos(mid) * ROAD_DS_M)])
-    y = np.concatenate([[0.0], np.cumsum(np.sin(mid) * ROAD_DS_M)])
-    road = Road(s=s, x=x, y=y, theta=theta, kappa=kappa_all)
-    return road, spans
+    x = x0 + np.concatenate([[0.0], np.cumsum(np.cos(mid) * ROAD_DS_M)])
+    y = y0 + np.concatenate([[0.0], np.cumsum(np.sin(mid) * ROAD_DS_M)])
+    return Road(s=s, x=x, y=y, theta=theta, kappa=kappa)
+
+
+def straighten(
+    road: Road, spans: list[CurveSpan], start_m: float, end_m: float, ramp_m: float = 40.0
+) -> tuple[Road, list[CurveSpan]]:
+    """The road made straight on [`start_m`, `end_m`] (road arc length), its curvature blended
+    back in over `ramp_m` on either side so it stays continuous (the ego's yaw rate never
+    jumps); everything beyond turns with it. Curve spans are re-measured: one that the
+    straight leaves flatter than `MIN_CURVE_KAPPA / 2` is no longer a curve.
+
+    Why: a junction needs a straight approach for the narrow front camera to keep the side
+    road in view, and only ~10 % of random roads have one where the event must go.
+    """
+    s = road.s
+    outside = np.maximum((start_m - s) / ramp_m, (s - end_m) / ramp_m)
+    kappa = road.kappa * np.clip(outside, 0.0, 1.0)
+    out = _integrate(kappa, float(road.theta[0]), float(road.x[0]), float(road.y[0]))
+    kept = []
+    for span in spans:
+        inside = (s >= span.road_s_start_m) & (s <= span.road_s_end_m)
+        k = kappa[inside]
+        if not len(k) or np.abs(k).max() < MIN_CURVE_KAPPA / 2:
+            continue
+        peak = float(k[np.argmax(np.abs(k))])
+        kind, direction = span.kind, span.direction
+        if kind == "s_bend" and (k.max() < MIN_CURVE_KAPPA / 2 or k.min() > -MIN_CURVE_KAPPA / 2):
+            kind, direction = "curve", "left" if peak > 0 else "right"  # one bend is left
+        kept.append(CurveSpan(kind, span.road_s_start_m, span.road_s_end_m, peak, direction))
+    return out, kept
 
 
 def _resample(road: Road, d: float, spacing: float) -> tuple[list[float], list[float]]:

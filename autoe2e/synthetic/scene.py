@@ -1,5 +1,6 @@
 """What the cameras see besides the static world at time t: the traffic light's state, the
-works truck, the lead and oncoming vehicles, and when a point is in a camera's view."""
+works truck, the side road's bus, the lead and oncoming vehicles, and when a point is in a
+camera's view."""
 
 from __future__ import annotations
 
@@ -90,6 +91,20 @@ def truck_pose(p: EpisodePlan, t: float) -> tuple[float, float, float] | None:
     return float(x), float(y), float(theta) + float(turn)
 
 
+def side_vehicle_pose(p: EpisodePlan, t: float) -> tuple[float, float, float] | None:
+    """World (x, y, heading) of the side road's bus at time `t`, facing the junction; None when
+    there is none, or once a crossing bus has driven off the far arm."""
+    junction = p.plan.junction
+    if junction is None:
+        return None
+    arm_m = float(junction.arm_position_m(t))
+    if arm_m < -traffic.SIDE_ROAD_ARM_M:
+        return None
+    centre, along, across = traffic.side_road_axes(p.road, junction.road_s_m)
+    x, y = centre + arm_m * along + traffic.SIDE_LANE_OFFSET_M * across
+    return float(x), float(y), math.atan2(-along[1], -along[0])
+
+
 def boxes_at(p: EpisodePlan, t: float, ego_road_s: float) -> list[Box]:
     boxes = []
     m = p.motion
@@ -121,6 +136,14 @@ def boxes_at(p: EpisodePlan, t: float, ego_road_s: float) -> list[Box]:
                 rear_panel=(*TRUCK_BOARD_Z_M, TRUCK_BOARD),
             )
         )
+    side = side_vehicle_pose(p, t)
+    if side is not None:
+        dims = (
+            traffic.SIDE_VEHICLE_LENGTH_M,
+            traffic.SIDE_VEHICLE_WIDTH_M,
+            traffic.SIDE_VEHICLE_HEIGHT_M,
+        )
+        boxes.append(Box(*side, *dims, traffic.SIDE_VEHICLE_COLOUR, False))
     for veh in p.plan.oncoming:
         s = float(veh.road_s(t))
         if abs(s - ego_road_s) > VIEW_AHEAD_M or s < 0 or s > p.road.length_m:

@@ -12,6 +12,12 @@
   the ego lane with a large amber board on its back. The ego notices it a human perception
   delay (1-1.6 s) after it comes into view and brakes to stop behind it; once the ego waits
   there the truck turns off the road to the right, and the ego pulls away after a delay.
+* A side road joining from the right (episodes without a lead vehicle), with a bus on it that
+  either waits there or drives on without slowing and crosses in front of the ego. The cue is
+  motion only: any single frame of the waiting bus could be a frame of the crossing one, so
+  only the 1 Hz history (the world model's input) tells, seconds before the bus reaches the
+  give-way line. The ego notices it a perception delay after it pulls out, brakes to yield
+  and goes on once the bus has crossed its lane. The map does not show the side road.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoe2e.config import GenerateConfig
-from autoe2e.synthetic.road import Lane, Road
+from autoe2e.synthetic.road import EGO_LANE_OFFSET_M, Lane, Road
 
 VEHICLE_LENGTH_M = 4.5
 VEHICLE_WIDTH_M = 1.8
@@ -62,6 +68,36 @@ TURN_SPEED_MPS = 6.0
 TRUCK_CLEAR_OFFSET_M = 3.0
 #: Drawn until it is this far along its turn-off path (well out of the front camera's view).
 TRUCK_GONE_PATH_M = TURN_RADIUS_M * math.pi / 2 + 30.0
+#: The side road crosses the ego's road at this angle, its right arm pointing ahead-right: a bus
+#: on that arm stays inside the narrow front camera's view for seconds while it approaches (on a
+#: perpendicular road it would enter the view only a moment before reaching the junction).
+SIDE_ROAD_ANGLE_DEG = 45.0
+#: Half its width (across its own axis) and the length of each arm from the junction centre.
+SIDE_ROAD_HALF_WIDTH_M = 3.0
+SIDE_ROAD_ARM_M = 60.0
+#: Vehicles on the side road keep to their right: centre this far from its axis, on the far side
+#: from the approaching ego.
+SIDE_LANE_OFFSET_M = 1.5
+#: The give-way line across the right arm is this far right of the ego road's centre line, ...
+GIVE_WAY_OFFSET_M = 5.0
+#: ... which is this far along the arm from the junction centre.
+GIVE_WAY_ARM_M = GIVE_WAY_OFFSET_M / math.sin(math.radians(SIDE_ROAD_ANGLE_DEG))
+#: The side road's vehicle is a bus: 3 s before it pulls out the ego is 60-90 m away, where a
+#: car would be 1-2 px tall at 112 x 64 but a bus is 3-5 px, so its approach shows in the 1 Hz
+#: history before it pulls out. Its one colour no other object has (magenta, neither
+#: red nor amber) lets a colour detector follow it; the waiting and the crossing bus share it.
+SIDE_VEHICLE_LENGTH_M = 10.0
+SIDE_VEHICLE_WIDTH_M = 2.5
+SIDE_VEHICLE_HEIGHT_M = 3.0
+SIDE_VEHICLE_COLOUR = (200, 50, 190)
+#: Range at which the stored 112 x 64 front frames still show the bus.
+SIDE_VEHICLE_VISIBLE_RANGE_M = 100.0
+#: The junction is a 45 km/h zone from this far before it: at 20 m/s the ego would be out of
+#: that range until ~2 s before it reacts to a crossing bus; at 12.5 m/s the bus is in view,
+#: approaching, for 3-4 s before it pulls out. Waiting and crossing buses alike: the zone says
+#: nothing about which it is.
+JUNCTION_ZONE_M = 150.0
+JUNCTION_SPEED_MPS = 12.5
 
 
 @dataclass(frozen=True)
@@ -126,11 +162,65 @@ class ObstaclePlan:
 
 
 @dataclass(frozen=True)
+class JunctionPlan:
+    """A side road crossing the ego's road at `road_s_m` and a bus on its right-hand arm.
+
+    A bus that pulls out drives towards the road at `speed_mps` throughout (it never slows for
+    the junction) and crosses both lanes, its front passing the give-way line at
+    `pull_out_time_s`; a waiting bus stands with its front `wait_back_m` behind that line for
+    the whole episode. The two look alike in any one frame; they differ in motion.
+    """
+
+    road_s_m: float
+    pulls_out: bool
+    speed_mps: float
+    #: Seconds between the bus pulling out and the ego reaching the side road, had it not
+    #: yielded; `pull_out_time_s` follows from it and a drive past a waiting bus.
+    pull_out_lead_s: float
+    wait_back_m: float
+    #: Human delay between the bus crossing the give-way line and the ego noticing it.
+    perception_s: float
+    #: Deceleration of the braking curve the ego then follows towards the side road's edge.
+    brake_decel_mps2: float
+    #: Human delay between the bus leaving the ego lane and the ego going on.
+    ego_go_reaction_s: float
+    pull_out_time_s: float = math.nan
+
+    def speed_zone(self, lane: Lane) -> tuple[float, float, float]:
+        """(from, to, speed): the 45 km/h zone in ego-lane arc length."""
+        centre = float(lane.lane_s_of(self.road_s_m))
+        return centre - JUNCTION_ZONE_M, centre + SIDE_ROAD_HALF_WIDTH_M, JUNCTION_SPEED_MPS
+
+    def arrival_time_s(self, lane: Lane, time_s: np.ndarray, lane_s: np.ndarray) -> float:
+        """When an ego driving (`time_s`, `lane_s`) has its front at the side road's edge."""
+        edge = float(lane.lane_s_of(self.road_s_m)) + side_road_near_edge_m()
+        return float(np.interp(edge - VEHICLE_LENGTH_M / 2, lane_s, time_s))
+
+    def arm_position_m(self, t: np.ndarray | float) -> np.ndarray:
+        """Where the bus's centre is at time `t`: metres along the right arm from the junction
+        centre (negative once a crossing bus is on the far arm)."""
+        t = np.asarray(t, np.float64)
+        front = np.full_like(t, GIVE_WAY_ARM_M + self.wait_back_m)
+        if self.pulls_out:
+            front = GIVE_WAY_ARM_M - self.speed_mps * (t - self.pull_out_time_s)
+        return front + SIDE_VEHICLE_LENGTH_M / 2
+
+    def clear_time_s(self) -> float | None:
+        """When the crossing bus has left the ego lane: its rear corner past the point where
+        the side road's axis meets the ego road's centre line (the junction centre)."""
+        if not self.pulls_out:
+            return None
+        path = GIVE_WAY_ARM_M + SIDE_VEHICLE_LENGTH_M + SIDE_VEHICLE_WIDTH_M
+        return self.pull_out_time_s + path / self.speed_mps
+
+
+@dataclass(frozen=True)
 class TrafficPlan:
     lead: LeadPlan | None
     oncoming: tuple[OncomingVehicle, ...]
     stop: StopPlan | None
     obstacle: ObstaclePlan | None = None
+    junction: JunctionPlan | None = None
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -279,3 +369,45 @@ def clear_delay_s() -> float:
     if path <= ramp:
         return math.sqrt(2.0 * path / TURN_ACCEL_MPS2)
     return t_cap + (path - ramp) / TURN_SPEED_MPS
+
+
+def side_road_axes(road: Road, road_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The junction at road arc length `road_s`: its centre (x, y) on the road's centre line,
+    the unit vector along the right arm (ahead-right at `SIDE_ROAD_ANGLE_DEG`) and the unit
+    vector across the side road towards the lane its approaching vehicles keep to."""
+    x, y, theta, _ = road.at(road_s)
+    arm_heading = float(theta) - math.radians(SIDE_ROAD_ANGLE_DEG)
+    arm = np.array([math.cos(arm_heading), math.sin(arm_heading)])
+    return np.array([float(x), float(y)]), arm, np.array([-arm[1], arm[0]])
+
+
+def side_road_near_edge_m() -> float:
+    """Arc length, relative to the junction centre, at which the ego lane's centre meets the
+    side road's near edge (negative: before the centre)."""
+    angle = math.radians(SIDE_ROAD_ANGLE_DEG)
+    axis = -EGO_LANE_OFFSET_M / math.tan(angle)  # where the axis crosses the ego lane centre
+    return axis - SIDE_ROAD_HALF_WIDTH_M / math.sin(angle)
+
+
+def plan_junction(
+    rng: np.random.Generator, road_s_m: float, config: GenerateConfig
+) -> JunctionPlan:
+    """A side road at `road_s_m` (the caller makes the road straight for `JUNCTION_ZONE_M`
+    before it, what the front camera sees during the approach) and its bus.
+
+    A crossing bus passes the give-way line 2.4-3.4 s before the ego would reach the side road
+    (the caller times it, from a drive past a waiting bus), so the ego has to brake firmly but
+    comfortably. A waiting bus stands 0-25 m back from the line: as far up the arm as a
+    crossing bus is while the camera shows it approaching, so its position in one frame does
+    not give it away.
+    """
+    return JunctionPlan(
+        road_s_m=road_s_m,
+        pulls_out=bool(rng.random() < config.junction_pull_out_probability),
+        speed_mps=float(rng.uniform(4.0, 7.0)),
+        pull_out_lead_s=float(rng.uniform(2.4, 3.4)),
+        wait_back_m=float(rng.uniform(0.0, 25.0)),
+        perception_s=float(rng.uniform(0.4, 0.8)),
+        brake_decel_mps2=float(rng.uniform(0.9, 1.1)) * config.comfortable_decel_mps2,
+        ego_go_reaction_s=float(rng.uniform(0.6, 1.0)),
+    )

@@ -16,6 +16,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from autoe2e.synthetic.road import EGO_LANE_OFFSET_M, LANE_WIDTH_M, ROAD_HALF_WIDTH_M, Road
+from autoe2e.synthetic.traffic import (
+    GIVE_WAY_ARM_M,
+    JUNCTION_ZONE_M,
+    SIDE_ROAD_ARM_M,
+    SIDE_ROAD_HALF_WIDTH_M,
+    side_road_axes,
+)
 
 #: Surface classes drawn into the class raster, then coloured through a noise-modulated palette.
 GRASS, GRAVEL, ASPHALT, PAINT = 0, 1, 2, 3
@@ -102,9 +109,13 @@ def _noise_field(rng: np.random.Generator, height: int, width: int, res: float) 
 
 
 def build_texture(
-    rng: np.random.Generator, road: Road, stop_line_road_s: float | None
+    rng: np.random.Generator,
+    road: Road,
+    stop_line_road_s: float | None,
+    junction_road_s: float | None = None,
 ) -> GroundTexture:
-    """Rasterise road surfaces and markings around `road` into a mip-mapped texture."""
+    """Rasterise road surfaces and markings around `road` into a mip-mapped texture (with a
+    side road crossing it at `junction_road_s`, when given)."""
     lo_x, hi_x = road.x.min() - MARGIN_M, road.x.max() + MARGIN_M
     lo_y, hi_y = road.y.min() - MARGIN_M, road.y.max() + MARGIN_M
     res = max(MIN_RESOLUTION_M, float(np.sqrt((hi_x - lo_x) * (hi_y - lo_y) / MAX_TEXELS)))
@@ -123,6 +134,19 @@ def build_texture(
             part = s[start : start + 32]
             outline = px(*road.offset(part, half)) + px(*road.offset(part[::-1], -half))
             draw.polygon(outline, fill=surface)
+    if junction_road_s is not None:
+        # The side road: an asphalt strip crossing at an angle, and a give-way line (dashes
+        # across the right arm) where its bus stops or, crossing, does not.
+        centre, along, across = side_road_axes(road, junction_road_s)
+        arm, half = SIDE_ROAD_ARM_M, SIDE_ROAD_HALF_WIDTH_M
+        corners = [
+            centre + a * along + b * across
+            for a, b in ((-arm, -half), (-arm, half), (arm, half), (arm, -half))
+        ]
+        draw.polygon(px(*np.array(corners).T), fill=ASPHALT)
+        for b in np.arange(-half + 0.25, half - 0.5, 1.0):
+            dash = np.array([centre + GIVE_WAY_ARM_M * along + d * across for d in (b, b + 0.5)])
+            draw.line(px(*dash.T), fill=PAINT, width=max(2, round(0.4 / res)))
     line_px = max(1, round(LINE_WIDTH_M / res))
     for d in (-EDGE_LINE_OFFSET_M, EDGE_LINE_OFFSET_M):
         draw.line(px(*road.offset(s, d)), fill=PAINT, width=line_px, joint="curve")
@@ -156,8 +180,11 @@ def build_texture(
     return GroundTexture(views, flat, tuple(offsets), float(lo_x), float(lo_y), res, outside)
 
 
-def build_scenery(rng: np.random.Generator, road: Road) -> Billboards:
-    """Marker posts every 40 m on both sides and trees scattered 8-35 m off the road."""
+def build_scenery(
+    rng: np.random.Generator, road: Road, junction_road_s: float | None = None
+) -> Billboards:
+    """Marker posts every 40 m on both sides and trees scattered 8-35 m off the road (none on
+    the side road, when there is one)."""
     posts_s = np.arange(20.0, road.length_m, 40.0)
     parts = []
     for side in (-1.0, 1.0):
@@ -172,6 +199,17 @@ def build_scenery(rng: np.random.Generator, road: Road) -> Billboards:
     sub = slice(None, None, 8)
     dist = np.hypot(x[:, None] - road.x[None, sub], y[:, None] - road.y[None, sub]).min(axis=1)
     keep = dist > ROAD_HALF_WIDTH_M + SHOULDER_M + 3.0
+    if junction_road_s is not None:
+        centre, _, across = side_road_axes(road, junction_road_s)
+        off_axis = (x - centre[0]) * across[0] + (y - centre[1]) * across[1]
+        keep &= np.abs(off_axis) > SIDE_ROAD_HALF_WIDTH_M + 4.0
+        # A clear sight triangle, as road design asks: no trees between the road approaching
+        # the junction and the right arm, so the approaching bus is never hidden.
+        _, _, theta, _ = road.at(junction_road_s)
+        c, s = np.cos(float(theta)), np.sin(float(theta))
+        ahead = (x - centre[0]) * c + (y - centre[1]) * s
+        left = -(x - centre[0]) * s + (y - centre[1]) * c
+        keep &= ~((ahead > -JUNCTION_ZONE_M) & (ahead < SIDE_ROAD_ARM_M) & (left < 0.0))
     x, y, n = x[keep], y[keep], int(keep.sum())
     height = rng.uniform(4.0, 9.0, n)
     greens = np.stack(
@@ -226,9 +264,14 @@ def build_panorama(rng: np.random.Generator) -> np.ndarray:
     return _pack(np.clip(sky, 0, 255).astype(np.uint8)).reshape(-1)
 
 
-def build_world(rng: np.random.Generator, road: Road, stop_line_road_s: float | None) -> World:
+def build_world(
+    rng: np.random.Generator,
+    road: Road,
+    stop_line_road_s: float | None,
+    junction_road_s: float | None = None,
+) -> World:
     return World(
-        texture=build_texture(rng, road, stop_line_road_s),
-        scenery=build_scenery(rng, road),
+        texture=build_texture(rng, road, stop_line_road_s, junction_road_s),
+        scenery=build_scenery(rng, road, junction_road_s),
         panorama=build_panorama(rng),
     )
