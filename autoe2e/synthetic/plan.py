@@ -79,7 +79,7 @@ def plan_episode(rng: np.random.Generator, config: GenerateConfig) -> EpisodePla
         # Where the ego would be 13 s in (the light and truck: 10.8-13.2 s): the bus pulls out
         # ~3 s before the ego gets there (later, after the zone's slowing) and holds it up for
         # ~5 s, inside the sample window. The approach is made straight.
-        where = float(lane.road_s_of(reach(pre, 0.54, 0.54)[0]))
+        where = float(lane.road_s_of(np.interp(0.54 * duration, pre.t, pre.ego_s)))
         zone = (where - traffic.JUNCTION_ZONE_M - 10.0, where + 15.0)
         road, spans = straighten(road, spans, *zone)
         lane = road.lane(EGO_LANE_OFFSET_M)

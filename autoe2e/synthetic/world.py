@@ -3,9 +3,10 @@
 Why a pre-rasterised texture: every camera pixel below the horizon sees one ground point, so a
 frame reduces to a transform of precomputed ground points and one numpy gather. The texture is
 drawn once per episode with PIL (road, gravel shoulders, solid edge lines, dashed centre line,
-stop line, grass with multi-scale noise so motion is visible) and stored as packed RGBA uint32
-with a small mip pyramid, so distant ground is sampled from pre-averaged texels and does not
-shimmer. Scenery (marker posts, trees) gives parallax; the skyline (hills) moves with yaw.
+stop line, a side road with its give-way line, grass with multi-scale noise so motion is
+visible) and stored as packed RGBA uint32 with a small mip pyramid, so distant ground is sampled
+from pre-averaged texels and does not shimmer. Scenery (marker posts, trees) gives parallax;
+the skyline (hills) moves with yaw.
 """
 
 from __future__ import annotations
