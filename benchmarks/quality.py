@@ -32,6 +32,7 @@ from autoe2e.data.prepare import prepare_dataset
 from autoe2e.evaluation import evaluate
 from autoe2e.splits import split_episodes
 from autoe2e.synthetic import generate_episodes
+from autoe2e.synthetic.motion_cues import world_cue_price
 from autoe2e.training import train
 
 logger = logging.getLogger("benchmarks.quality")
@@ -113,6 +114,17 @@ def run(seed: int, steps: int, root: Path, n: int = DEFAULT_EPISODES) -> dict[st
     report = evaluate(manifest, checkpoints["model"], str(root / "eval" / "model"), eval_cfg)
     result = _summarise(report, seed, time.monotonic() - start, train_s, steps)
     result["episodes"] = n
+    # What the test episodes' motion-only cues (the side-road bus) can pay a perfect history:
+    # the part of Q4 the world offers by design (autoe2e.synthetic.motion_cues).
+    indices = [int(eid.rsplit("_", 1)[1]) for eid in report["episodes"]]
+    price = world_cue_price(GenerateConfig(num_episodes=n, seed=seed), indices)
+    off = report["trained_baselines"]["world_model_off"]["ade_3s_m"]
+    result["motion_cue_price"] = {
+        "mean_gain_m": price.mean_gain_m,
+        "share_of_world_model_off": price.share_of(off),
+        "ambiguous_samples": price.ambiguous_samples,
+        "samples": price.samples,
+    }
     return result
 
 
@@ -215,6 +227,11 @@ def _print(result: dict[str, Any]) -> None:
         print(f"  scenario {row['scenario']:14s} {row['samples']:5d} samples: model "
               f"{row.get('model_ade_3s_m') or float('nan'):.2f} m, CV "
               f"{row.get('constant_velocity_ade_3s_m') or float('nan'):.2f} m")  # fmt: skip
+    price = result.get("motion_cue_price")
+    if price:
+        print(f"motion-only cues: a perfect history can gain at most {price['mean_gain_m']:.3f} m "
+              f"ADE@3s ({100 * price['share_of_world_model_off']:.1f}% of world model off; "
+              f"{price['ambiguous_samples']} of {price['samples']} samples ambiguous)")  # fmt: skip
     for key in TARGETS:
         q = result[key]
         value = "-" if q["value"] is None else f"{q['value']:.3f}"
