@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -114,6 +116,7 @@ def run(seed: int, steps: int, root: Path, n: int = DEFAULT_EPISODES) -> dict[st
     report = evaluate(manifest, checkpoints["model"], str(root / "eval" / "model"), eval_cfg)
     result = _summarise(report, seed, time.monotonic() - start, train_s, steps)
     result["episodes"] = n
+    result["fingerprints"] = _fingerprints(root / "data")
     # What the test episodes' motion-only cues (the side-road bus) can pay a perfect history:
     # the part of Q4 the world offers by design (autoe2e.synthetic.motion_cues).
     indices = [int(eid.rsplit("_", 1)[1]) for eid in report["episodes"]]
@@ -126,6 +129,23 @@ def run(seed: int, steps: int, root: Path, n: int = DEFAULT_EPISODES) -> dict[st
         "samples": price.samples,
     }
     return result
+
+
+#: Packages whose versions change what training computes.
+FINGERPRINT_PACKAGES = ("torch", "torchvision", "timm", "numpy", "av", "pillow", "pyarrow")
+
+
+def _fingerprints(data_dir: Path) -> dict[str, Any]:
+    """What two runs must share to be comparable: the generated inputs, the prepared samples and
+    the package versions. The same code gave different training results in two sessions (README);
+    these say which of the three differed."""
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    shards = sorted((data_dir / "shards").glob("*.samples.parquet"))
+    return {
+        "inputs_sha256": manifest.get("inputs_sha256"),
+        "samples_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards},
+        "packages": {name: importlib.metadata.version(name) for name in FINGERPRINT_PACKAGES},
+    }
 
 
 def _summarise(
