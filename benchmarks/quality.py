@@ -33,7 +33,7 @@ from autoe2e.config import EvalConfig, GenerateConfig, ModelConfig, PrepareConfi
 from autoe2e.data.prepare import prepare_dataset
 from autoe2e.evaluation import evaluate
 from autoe2e.splits import split_episodes
-from autoe2e.synthetic import generate_episodes
+from autoe2e.synthetic import episode_index, generate_episodes
 from autoe2e.synthetic.motion_cues import world_cue_price
 from autoe2e.training import train
 
@@ -119,7 +119,7 @@ def run(seed: int, steps: int, root: Path, n: int = DEFAULT_EPISODES) -> dict[st
     result["fingerprints"] = _fingerprints(root / "data")
     # What the test episodes' motion-only cues (the side-road bus) can pay a perfect history:
     # the part of Q4 the world offers by design (autoe2e.synthetic.motion_cues).
-    indices = [int(eid.rsplit("_", 1)[1]) for eid in report["episodes"]]
+    indices = [episode_index(eid) for eid in report["episodes"]]
     price = world_cue_price(GenerateConfig(num_episodes=n, seed=seed), indices)
     off = report["trained_baselines"]["world_model_off"]["ade_3s_m"]
     result["motion_cue_price"] = {

@@ -41,6 +41,7 @@ from autoe2e.synthetic.generate import (
     SCENARIO_FILE,
     check_config,
     episode_id,
+    episode_index,
     generate_episode,
     generate_episodes,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "SCENARIO_FILE",
     "check_config",
     "episode_id",
+    "episode_index",
     "generate_episode",
     "generate_episodes",
 ]

@@ -64,6 +64,11 @@ def episode_id(seed: int, index: int) -> str:
     return f"ep{seed:04d}_{index:04d}"
 
 
+def episode_index(eid: str) -> int:
+    """The generator index an `episode_id` encodes (its inverse, for re-planning an episode)."""
+    return int(eid.rsplit("_", 1)[1])
+
+
 def check_config(config: GenerateConfig) -> GenerateConfig:
     """`GenerateConfig.validate()` plus the checks only the world needs."""
     config.validate()

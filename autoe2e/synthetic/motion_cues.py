@@ -30,17 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoe2e.config import GenerateConfig
+from autoe2e.config import GenerateConfig, PrepareConfig
 from autoe2e.synthetic.ego import Motion, simulate
 from autoe2e.synthetic.generate import check_config
 from autoe2e.synthetic.plan import EpisodePlan, plan_episode
 from autoe2e.synthetic.traffic import TrafficPlan
 
-#: Samples are prepared at 10 Hz from the first time with a full ego history to the last with a
-#: full trajectory (`PrepareConfig`: 64 steps of 0.1 s each way).
-SAMPLE_DT_S = 0.1
-HISTORY_S = 6.4
-HORIZON_STEPS = 30  # ADE@3s: the trajectory steps up to 3 s
+#: ADE@3s: the mean over the trajectory steps up to this horizon.
+HORIZON_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -77,15 +74,20 @@ class WorldCuePrice:
         return self.mean_gain_m / ade_3s_m
 
 
-def sample_times(duration_s: float) -> np.ndarray:
-    """The 10 Hz sample times of a prepared episode of `duration_s`."""
-    first, last = HISTORY_S, duration_s - HISTORY_S
-    return np.arange(round(first / SAMPLE_DT_S), round(last / SAMPLE_DT_S) + 1) * SAMPLE_DT_S
+def sample_times(duration_s: float, prepare: PrepareConfig | None = None) -> np.ndarray:
+    """The sample times `prepare` keeps from an episode of `duration_s`: its reactive grid from
+    the first tick with a full ego history to the last with a full trajectory (6.4 .. 17.6 s at
+    10 Hz for 24 s with the defaults, 113 samples, as the prepared benchmark episodes hold)."""
+    cfg = prepare or PrepareConfig()
+    first = cfg.ego_history_steps  # the tick whose ego history (that many ticks) is complete
+    last = round((duration_s - cfg.trajectory_steps * cfg.trajectory_dt_s) * cfg.reactive_hz)
+    return np.arange(first, last + 1) / cfg.reactive_hz
 
 
-def _ade_3s(a: Motion, b: Motion, t: float) -> float:
+def _ade_3s(a: Motion, b: Motion, t: float, prepare: PrepareConfig | None = None) -> float:
     """ADE@3s between two ego runs that share the state at `t` (distance along the lane)."""
-    future = t + np.arange(1, HORIZON_STEPS + 1) * SAMPLE_DT_S
+    dt = (prepare or PrepareConfig()).trajectory_dt_s
+    future = t + np.arange(1, round(HORIZON_S / dt) + 1) * dt
     da = np.interp(future, a.t, a.ego_s) - np.interp(t, a.t, a.ego_s)
     db = np.interp(future, b.t, b.ego_s) - np.interp(t, b.t, b.ego_s)
     return float(np.abs(da - db).mean())
