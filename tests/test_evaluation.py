@@ -71,6 +71,15 @@ def test_ade_fde_and_horizons_follow_the_named_convention() -> None:
         horizon_index(7.0, 0.1, 64)
 
 
+def test_motion_baselines_stay_on_the_device_of_their_input() -> None:
+    """On a GPU, evaluation feeds them CUDA ego histories; their step times once lived on the
+    CPU and the first validation pass of every CUDA training run failed on the mixed devices
+    (seen on an H200). The meta device stands in for CUDA on a CPU-only machine."""
+    ego = ego_with(12.0, 0.1).to("meta")
+    assert constant_velocity(ego, 64, 0.1).device.type == "meta"
+    assert constant_turn_rate_velocity(ego, 64, 0.1).device.type == "meta"
+
+
 def test_gate_needs_limits_and_beating_constant_velocity_with_the_ci() -> None:
     cfg = EvalConfig(max_ade_m=2.0, max_fde_m=4.0)
     good = {"model": {"ade_m": 0.5, "fde_m": 1.0}}

@@ -62,7 +62,7 @@ def per_sample_errors(
 def constant_velocity(ego_history: torch.Tensor, steps: int, dt_s: float) -> torch.Tensor:
     """Current speed straight ahead in the ego frame: x = v t, y = 0. `[B, E, 4]` -> `[B, T, 2]`."""
     speed = ego_history[:, -1, 0].double()
-    t = torch.arange(1, steps + 1, dtype=torch.float64) * dt_s
+    t = torch.arange(1, steps + 1, dtype=torch.float64, device=ego_history.device) * dt_s
     x = speed[:, None] * t[None]
     return torch.stack([x, torch.zeros_like(x)], dim=-1)
 
@@ -71,7 +71,7 @@ def constant_turn_rate_velocity(ego_history: torch.Tensor, steps: int, dt_s: flo
     """CTRV closed form: x = v/w sin(w t), y = v/w (1 - cos(w t)); the w -> 0 limit is CV."""
     speed = ego_history[:, -1, 0].double()[:, None]
     yaw_rate = ego_history[:, -1, 2].double()[:, None]
-    t = (torch.arange(1, steps + 1, dtype=torch.float64) * dt_s)[None]
+    t = (torch.arange(1, steps + 1, dtype=torch.float64, device=ego_history.device) * dt_s)[None]
     small = yaw_rate.abs() < 1e-6
     safe = torch.where(small, torch.ones_like(yaw_rate), yaw_rate)
     x = torch.where(small, speed * t, speed / safe * torch.sin(safe * t))
