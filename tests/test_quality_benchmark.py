@@ -1,0 +1,115 @@
+"""How the quality benchmark turns evaluation reports into its targets when the model is trained
+with several seeds: Q1-Q4 from the seed-mean ADE@3s, Q5-Q7 as means of each model's own values,
+every target with its per-seed values and the number of runs that met it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+_SPEC = importlib.util.spec_from_file_location("quality_benchmark", _PATH)
+assert _SPEC is not None and _SPEC.loader is not None
+quality = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(quality)
+
+
+def _entry(ade: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "ade_3s_m": ade,
+        "ci95": {"ade_3s_m": [ade - 0.1, ade + 0.1]},
+        "minus_model_ade_3s_m": 0.0,
+        "minus_model_ade_3s_ci95": [-0.01, 0.01],
+        **extra,
+    }
+
+
+def _report(
+    model: float,
+    blanked: float,
+    jepa_l1: list[float],
+    copy_l1: list[float],
+    rankme: float | None,
+    trained: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The fields of `autoe2e.evaluation.evaluate`'s report that the benchmark reads."""
+    return {
+        "planner": {
+            "model": _entry(model),
+            "baselines": {"constant_velocity": _entry(2.0), "ctrv": _entry(1.8)},
+        },
+        "trained_baselines": {name: _entry(ade) for name, ade in (trained or {}).items()},
+        "ablations": {
+            "cameras_blanked": _entry(blanked, ratio_to_model=blanked / model),
+            "history_zeroed": _entry(model + 0.01),
+        },
+        "world_model_diagnostics": {
+            "per_horizon": {"l1": {"model": jepa_l1, "copy_last_frame": copy_l1}},
+            "rankme_predictions_over_dim": rankme,
+        },
+        "num_episodes": 30,
+        "num_samples": 3390,
+    }
+
+
+def _two_seeds(second_rankme: float | None = 0.2) -> dict[str, Any]:
+    trained = {
+        "world_model_off": 0.50,
+        "ego_only": 0.80,
+        "no_camera": 0.70,
+        "world_model_off_seed107": 0.40,
+        "model_seed107": 0.44,
+    }
+    first = _report(0.40, 2.0, [0.9, 0.8], [1.0, 1.0], 0.4, trained)
+    second = _report(0.44, 0.88, [0.5, 1.1], [1.0, 1.0], second_rankme)
+    return quality._summarise(first, 7, 60.0, {}, 1000, {7: first, 107: second})
+
+
+def test_targets_are_scored_on_every_training_seed() -> None:
+    result = _two_seeds()
+    assert result["train_seeds"] == [7, 107]
+    # Q4: ratio of the seed means (0.42 / 0.45), not a mean of the per-seed ratios (0.8, 1.1)
+    assert result["Q4"]["value"] == pytest.approx(0.42 / 0.45)
+    assert result["Q4"]["per_train_seed"] == pytest.approx([0.8, 1.1])
+    assert result["Q4"]["met"] and result["Q4"]["met_runs"] == 1
+    # Q1-Q3 divide the mean model ADE by baselines trained (or computed) once
+    assert result["Q1"]["value"] == pytest.approx(0.42 / 2.0)
+    assert result["Q2"]["value"] == pytest.approx(0.42 / 0.80)
+    assert result["Q3"]["value"] == pytest.approx(0.42 / 0.70)
+    # Q5: the worst horizon of the per-horizon means (0.7, 0.95), although seed 107 alone
+    # loses to copy-last at the second horizon
+    assert result["Q5"]["per_horizon"] == pytest.approx([0.7, 0.95])
+    assert result["Q5"]["value"] == pytest.approx(0.95) and result["Q5"]["met"]
+    assert result["Q5"]["per_train_seed"] == pytest.approx([0.9, 1.1])
+    assert result["Q5"]["met_runs"] == 1
+    # Q6 / Q7: means of each model's own ablation and diagnostics
+    assert result["Q6"]["value"] == pytest.approx((5.0 + 2.0) / 2)
+    assert result["Q7"]["value"] == pytest.approx(0.3) and result["Q7"]["met"]
+    assert result["Q7"]["met_runs"] == 1
+
+
+def test_the_table_names_each_seed_and_how_many_runs_met(capsys: pytest.CaptureFixture) -> None:
+    quality._print(_two_seeds())
+    text = capsys.readouterr().out
+    assert (
+        "seed 107: model 0.440 m (history zeroed 0.450), world model off 0.400 m; Q1 0.220" in text
+    )
+    assert "Q4 world model on / off ADE@3s" in text and "met in 1 of 2 training runs" in text
+
+
+def test_a_run_without_a_value_leaves_the_target_unmet() -> None:
+    result = _two_seeds(second_rankme=None)
+    assert result["Q7"]["value"] is None and not result["Q7"]["met"]
+    assert result["Q7"]["per_train_seed"] == [0.4, None]
+
+
+def test_one_training_seed_reads_the_single_report() -> None:
+    trained = {"world_model_off": 0.5, "ego_only": 0.8, "no_camera": 0.7}
+    report = _report(0.45, 0.9, [0.9], [1.0], 0.35, trained)
+    result = quality._summarise(report, 7, 60.0, {}, 1000)
+    assert result["Q4"]["value"] == pytest.approx(0.9) and result["Q4"]["met_runs"] == 1
+    assert result["Q6"]["value"] == pytest.approx(2.0)
+    assert result["per_train_seed"][0]["train_seed"] == 7
