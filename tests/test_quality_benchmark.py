@@ -113,3 +113,19 @@ def test_one_training_seed_reads_the_single_report() -> None:
     assert result["Q4"]["value"] == pytest.approx(0.9) and result["Q4"]["met_runs"] == 1
     assert result["Q6"]["value"] == pytest.approx(2.0)
     assert result["per_train_seed"][0]["train_seed"] == 7
+
+
+def test_input_hashes_name_the_kind_of_file_that_changed(tmp_path: Path) -> None:
+    for episode in ("ep0007_0000", "ep0007_0001"):
+        (tmp_path / episode / "cameras").mkdir(parents=True)
+        (tmp_path / episode / "cameras" / "front.mp4").write_bytes(b"video " + episode.encode())
+        (tmp_path / episode / "ego.parquet").write_bytes(b"ego " + episode.encode())
+    before = quality._inputs_by_file_name(tmp_path)
+    assert sorted(before) == ["ego.parquet", "front.mp4"]
+    # the benchmark's completion marker is not an input
+    (tmp_path / ".complete-seed-7-n-2").write_text("ok\n")
+    assert quality._inputs_by_file_name(tmp_path) == before
+    (tmp_path / "ep0007_0001" / "ego.parquet").write_bytes(b"ego changed")
+    after = quality._inputs_by_file_name(tmp_path)
+    assert after["front.mp4"] == before["front.mp4"]
+    assert after["ego.parquet"] != before["ego.parquet"]
