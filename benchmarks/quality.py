@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -183,11 +182,12 @@ def _fingerprints(episodes_dir: Path, data_dir: Path) -> dict[str, Any]:
     frames, the package versions and the CPU. The same code gave different training results in
     two sessions (README); these say which differed, down to the kind of input file."""
     manifest = json.loads((data_dir / "manifest.json").read_text())
-    shards = sorted((data_dir / "shards").glob("*.parquet"))
+    # file_fingerprints gives "size:sha256" for local files; the sha256 alone is what compares
+    shards = file_fingerprints(str(data_dir / "shards"))
     return {
         "inputs_sha256": manifest.get("inputs_sha256"),
         "inputs_sha256_by_file_name": _inputs_by_file_name(episodes_dir),
-        "shards_sha256": {p.name: _sha256(p) for p in shards},
+        "shards_sha256": {name: fp.split(":", 1)[1] for name, fp in sorted(shards.items())},
         "packages": {name: importlib.metadata.version(name) for name in FINGERPRINT_PACKAGES},
         # The CPU kernels torch picks change the arithmetic: 30 steps on the same data gave best
         # val ADE 5.120596 m with AVX512 and 5.120091 m with ATEN_CPU_CAPABILITY=avx2 (README);
@@ -208,14 +208,6 @@ def _inputs_by_file_name(episodes_dir: Path) -> dict[str, str]:
         if not Path(rel).name.startswith("."):  # the benchmark's own completion marker
             groups.setdefault(Path(rel).name, {})[rel] = fingerprint
     return {name: inputs_fingerprint(files) for name, files in sorted(groups.items())}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _numpy_has_avx512f() -> bool | None:
