@@ -9,17 +9,23 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The venv installs the versions the image ships and the suite last passed with, so `make test`
+# tests what the image runs and a new release upstream cannot break a clean clone overnight.
+# `make venv CONSTRAINTS=` installs the newest versions pyproject.toml allows (then
+# `make constraints` pins them).
+CONSTRAINTS ?= docker/constraints.txt
+PIN := $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS))
 DEMO_DIR ?= demo_output
 
 .PHONY: demo test lint venv clean-demo image mlflow-image constraints
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e ".[dev]" $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet $(PIN) $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet $(PIN) -e ".[dev]" $(TORCH_PINS)
 	$(BIN)/python -c "import timm, torch, torchvision, av, flytekit, mlflow, pandera"
 	$(BIN)/python scripts/install_k8s_tools.py
 	touch $@
@@ -47,7 +53,8 @@ image:
 mlflow-image:
 	@docker/build-image.sh mlflow
 
-# Pin the image to the versions the suite passed with (after changing pyproject.toml).
+# Pin the image and the venv to the versions the suite passed with (after changing
+# pyproject.toml: `make venv CONSTRAINTS=`, `make test`, then this).
 constraints: venv
 	{ sed -n '1,2p' docker/constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > docker/constraints.txt.new
 	mv docker/constraints.txt.new docker/constraints.txt
