@@ -129,3 +129,13 @@ def test_input_hashes_name_the_kind_of_file_that_changed(tmp_path: Path) -> None
     after = quality._inputs_by_file_name(tmp_path)
     assert after["front.mp4"] == before["front.mp4"]
     assert after["ego.parquet"] != before["ego.parquet"]
+
+
+@pytest.mark.parametrize("steps", [4, 10, 1000])
+def test_a_stopped_benchmark_training_leaves_a_checkpoint_at_every_validation(steps: int) -> None:
+    """Under --keep an interrupted training resumes from its newest checkpoint: one must exist at
+    every validation point, or a session end throws the replicate's training away."""
+    cfg = quality.train_config(7, steps)
+    assert cfg.checkpoint_every_steps > 0
+    assert cfg.val_every_steps % cfg.checkpoint_every_steps == 0
+    assert (cfg.seed, cfg.split_seed, cfg.max_steps) == (7, 7, steps)
