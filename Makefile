@@ -21,7 +21,8 @@ DEMO_DIR ?= demo_output
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+# Reinstalled when pyproject.toml, the pins or this recipe change (pip keeps what already fits).
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
 	$(BIN)/python -m pip install --quiet $(PIN) $(TORCH_PINS)
