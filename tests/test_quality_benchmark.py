@@ -75,6 +75,10 @@ def test_targets_are_scored_on_every_training_seed() -> None:
     assert result["Q4"]["value"] == pytest.approx(0.42 / 0.45)
     assert result["Q4"]["per_train_seed"] == pytest.approx([0.8, 1.1])
     assert result["Q4"]["met"] and result["Q4"]["met_runs"] == 1
+    # ... and its spread: each on-run (0.40, 0.44) against each off-run (0.50, 0.40)
+    pairings = result["Q4"]["pairings"]
+    assert (pairings["min"], pairings["max"]) == pytest.approx((0.8, 1.1))
+    assert (pairings["met"], pairings["of"]) == (2, 4)  # 0.8 and 0.88; not 1.0 or 1.1
     # Q1-Q3 divide the mean model ADE by baselines trained (or computed) once
     assert result["Q1"]["value"] == pytest.approx(0.42 / 2.0)
     assert result["Q2"]["value"] == pytest.approx(0.42 / 0.80)
@@ -98,6 +102,7 @@ def test_the_table_names_each_seed_and_how_many_runs_met(capsys: pytest.CaptureF
         "seed 107: model 0.440 m (history zeroed 0.450), world model off 0.400 m; Q1 0.220" in text
     )
     assert "Q4 world model on / off ADE@3s" in text and "met in 1 of 2 training runs" in text
+    assert "any on-run / off-run pairing 0.800-1.100, met in 2 of 4" in text
 
 
 def test_a_run_without_a_value_leaves_the_target_unmet() -> None:
