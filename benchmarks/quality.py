@@ -354,7 +354,7 @@ def _summarise(
     # inside this range is one draw of the runs' order, not an established effect.
     ons = [row["model_ade_3s_m"] for row in per_seed]
     offs = [row["world_model_off_ade_3s_m"] for row in per_seed]
-    pairings = [a / b for a in ons for b in offs if a is not None and b]
+    pairings = [r for a in ons for b in offs if (r := ratio(a, b)) is not None]
     target, how, _ = TARGETS["Q4"]
     out["Q4"]["pairings"] = {
         "min": min(pairings, default=None),
