@@ -23,9 +23,11 @@ import torch
 from autoe2e.config import ModelConfig
 from autoe2e.model import AutoE2E
 from autoe2e.training.losses import jepa_l1, trajectory_l1
+from autoe2e.training.runtime import keep_freed_cpu_memory
 
 
-def _batch(cfg: ModelConfig, batch: int, views: int, device: torch.device) -> dict:
+def random_batch(cfg: ModelConfig, batch: int, views: int, device: torch.device) -> dict:
+    """A training batch of the preset's shapes (random pixels, maps, ego and targets)."""
     h, w, r = cfg.image_height, cfg.image_width, cfg.map_raster_size
     images = lambda *lead: torch.randint(0, 256, (*lead, 3, h, w), dtype=torch.uint8)  # noqa: E731
     out = {
@@ -44,7 +46,25 @@ def _batch(cfg: ModelConfig, batch: int, views: int, device: torch.device) -> di
     return {k: v.to(device) for k, v in out.items()}
 
 
+def optimise(
+    model: AutoE2E, optimizer: torch.optim.Optimizer, data: dict, amp: torch.dtype | None
+) -> None:
+    """Forward, JEPA targets, both losses, backward and the AdamW step (the EMA update apart)."""
+    device = data["images"].device
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        out = model(data)
+    loss = trajectory_l1(
+        out.trajectory.float(), data["future_trajectory"], data["trajectory_valid"]
+    )
+    targets = model.jepa_targets(data["future_images"])
+    loss = loss + 0.2 * jepa_l1(out.jepa_prediction.float(), targets, data["future_valid"])
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def measure(preset: str, steps: int, cameras: int) -> dict:
+    keep_freed_cpu_memory()  # as the training loop does
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = ModelConfig.preset(preset)
     on_gpu = device.type == "cuda"
@@ -52,7 +72,7 @@ def measure(preset: str, steps: int, cameras: int) -> dict:
     views = min(cameras, cfg.max_cameras) if not on_gpu else cfg.max_cameras
     model = AutoE2E(cfg).to(device)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
-    data = _batch(cfg, batch, views, device)
+    data = random_batch(cfg, batch, views, device)
     amp = torch.bfloat16 if on_gpu else None
 
     def sync() -> None:
@@ -63,16 +83,7 @@ def measure(preset: str, steps: int, cameras: int) -> dict:
     for i in range(steps + 1):  # step 0 warms up allocators and kernels, not timed
         sync()
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model(data)
-        loss = trajectory_l1(
-            out.trajectory.float(), data["future_trajectory"], data["trajectory_valid"]
-        )
-        targets = model.jepa_targets(data["future_images"])
-        loss = loss + 0.2 * jepa_l1(out.jepa_prediction.float(), targets, data["future_valid"])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimise(model, optimizer, data, amp)
         sync()
         ema_start = time.perf_counter()
         model.target.update(model.backbone, 0.996)

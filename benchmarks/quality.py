@@ -447,10 +447,10 @@ def main() -> None:
         metavar="K",
         help="train the model and world model off K times each; Q4 on their means",
     )
-    # One torch thread by default: the demo model gains little from a second one (benchmarks/
-    # model.py demo, 1 vs 2 threads: 23.6-29.8 vs 30.1-31.5 samples/s), while the training loop's
-    # JPEG decoding needs the other core. Alone on 2 cores, the model's first 250 steps and
-    # their validation pass took 15 min at 2 threads and 12.9 min at 1 (seed 7, e7e74d5).
+    # One torch thread by default: the training loop decodes JPEGs on the other core (at
+    # e7e74d5 the model's first 250 steps + validation took 15 min at 2 threads, 12.9 at 1), and
+    # runs compare bit for bit with earlier sessions and --keep folders (the thread count
+    # changes float sums, so the trained weights).
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see above)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()

@@ -17,7 +17,12 @@ from autoe2e.evaluation.collect import DIAGNOSTIC_SAMPLES, Collected, collect
 from autoe2e.evaluation.promotion import promote
 from autoe2e.evaluation.report import build_report
 from autoe2e.model import load_model
-from autoe2e.training.runtime import DatasetFactory, autocast_dtype, shard_dataset_factory
+from autoe2e.training.runtime import (
+    DatasetFactory,
+    autocast_dtype,
+    keep_freed_cpu_memory,
+    shard_dataset_factory,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ def evaluate(
     a new version of the registered model, aliased `champion` when it passes the gate (which
     then includes beating the current champion on these samples) or `challenger`.
     """
+    keep_freed_cpu_memory()
     model, extra = load_model(storage.read_bytes(checkpoint_uri), source=checkpoint_uri)
     explicit_episodes = episodes is not None
     if episodes is None:

@@ -41,7 +41,7 @@ from autoe2e.training.checkpointing import (
     restore_state,
 )
 from autoe2e.training.metrics import MetricsWindow, log_window
-from autoe2e.training.runtime import DatasetFactory, autocast_dtype
+from autoe2e.training.runtime import DatasetFactory, autocast_dtype, keep_freed_cpu_memory
 from autoe2e.training.schedule import lr_factor
 from autoe2e.training.schedule import progress as schedule_progress
 from autoe2e.training.state import Progress, RNGState
@@ -89,6 +89,7 @@ def train(
     benchmarks supply map-style datasets with the sample layout instead of the manifest's
     shards (they are streamed the same way).
     """
+    keep_freed_cpu_memory()  # ~2x faster CPU steps (see there)
     try:
         return _Run(manifest_uri, out_uri, model_cfg, train_cfg, tracking, dataset_factory)()
     finally:
