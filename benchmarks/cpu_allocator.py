@@ -1,7 +1,7 @@
 """A CPU training step under glibc's default malloc settings vs `keep_freed_cpu_memory()`.
 
     .venv/bin/python benchmarks/cpu_allocator.py [--steps N] [--rounds R] [--threads 1 2]
-                                                 [--batch B] [--mmap-max-mib M]
+                                                 [--batch B] [--cameras V] [--mmap-max-mib M]
 
 Each measurement is a fresh process training the `demo` preset (4 cameras, the quality
 benchmark's batch of 32) for N full steps on one random batch, after one untimed step. The two
@@ -37,7 +37,8 @@ def _usage() -> tuple[float, float, int]:
     return r.ru_utime, r.ru_stime, r.ru_minflt
 
 
-def measure(kept: bool, steps: int, threads: int, batch: int, mmap_max_mib: int) -> dict:
+def measure(kept: bool, threads: int, args: argparse.Namespace) -> dict:
+    steps, mmap_max_mib = args.steps, args.mmap_max_mib
     if kept and mmap_max_mib:
         libc = ctypes.CDLL(None)
         libc.mallopt(-3, mmap_max_mib << 20)  # M_MMAP_THRESHOLD
@@ -49,7 +50,7 @@ def measure(kept: bool, steps: int, threads: int, batch: int, mmap_max_mib: int)
     cfg = ModelConfig.preset("demo")
     model = AutoE2E(cfg)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
-    data = random_batch(cfg, batch, cfg.max_cameras, torch.device("cpu"))
+    data = random_batch(cfg, args.batch, args.cameras, torch.device("cpu"))
     optimise(model, optimizer, data, None)  # untimed: kernels and allocator warm up
     start, before = time.perf_counter(), _usage()
     for _ in range(steps):
@@ -72,7 +73,7 @@ def measure(kept: bool, steps: int, threads: int, batch: int, mmap_max_mib: int)
 def _child(kept: bool, args: argparse.Namespace, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "kept" if kept else "default"]
     cmd += ["--steps", str(args.steps), "--threads", str(threads), "--batch", str(args.batch)]
-    cmd += ["--mmap-max-mib", str(args.mmap_max_mib)]
+    cmd += ["--cameras", str(args.cameras), "--mmap-max-mib", str(args.mmap_max_mib)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -85,12 +86,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="processes per setting")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--mmap-max-mib", type=int, default=0, help="0 = the library's choice")
     parser.add_argument("--child", choices=["default", "kept"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kept = args.child == "kept"
-        print(json.dumps(measure(kept, args.steps, args.threads[0], args.batch, args.mmap_max_mib)))
+        print(json.dumps(measure(args.child == "kept", args.threads[0], args)))
         return
     for threads in args.threads:
         runs: dict[bool, list[dict]] = {False: [], True: []}

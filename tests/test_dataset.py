@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from episode_factory import CAMERA_COLOURS, moto_s3, upload_tree, write_episode
+from PIL import Image
 
 from autoe2e.config import PrepareConfig
 from autoe2e.data.dataset import ShardDataset, ShardIntegrityError
 from autoe2e.data.prepare import prepare_dataset
+from autoe2e.data.shard_reader import decode_jpegs
 
 CONFIG = PrepareConfig(
     image_width=32,
@@ -70,6 +74,26 @@ def test_item_shapes_dtypes_and_values(dataset_dir: Path) -> None:
     assert item["map_valid"] == 1.0 and item["map_raster"].max() == 1.0
     last = ds[len(ds) - 1]
     assert last["episode_id"] == "b" and last["map_valid"] == 0.0 and last["map_raster"].sum() == 0
+
+
+def test_the_loaders_jpeg_decoder_gives_pillows_pixels(dataset_dir: Path) -> None:
+    """The loader decodes with torchvision because it is faster (benchmarks/dataset_read.py);
+    a sample must hold exactly the pixels Pillow would give, cached or decoded per use."""
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    blobs = []
+    for shard in manifest["shards"]:
+        blobs += pq.read_table(dataset_dir / shard["frames_path"])["jpeg"].to_pylist()
+    assert len(blobs) > 100
+    for blob, decoded in zip(blobs, decode_jpegs(blobs), strict=True):
+        with Image.open(io.BytesIO(blob)) as image:
+            pillow = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+        assert decoded.dtype == torch.uint8 and np.array_equal(decoded.numpy(), pillow)
+    assert decode_jpegs([]) == []
+    cached = ShardDataset(str(dataset_dir / "manifest.json"))
+    uncached = ShardDataset(str(dataset_dir / "manifest.json"), decoded_cache_bytes=0)
+    for index in (0, 7, len(cached) - 1):
+        for key in ("images", "history_images", "future_images"):
+            assert torch.equal(cached[index][key], uncached[index][key]), (index, key)
 
 
 def test_episode_filter_and_no_world_model_frames(dataset_dir: Path) -> None:

@@ -11,7 +11,6 @@ shard is as trustworthy as a whole one.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
+from torchvision.io import ImageReadMode
+from torchvision.io import decode_jpeg as _decode_jpeg
 
 from autoe2e import storage
 from autoe2e.data.map_raster import decode_png
@@ -42,10 +42,18 @@ def _ragged(column: pa.ChunkedArray, steps: int, dtype: Any) -> list[np.ndarray]
     return [np.asarray(row, dtype=dtype).reshape(steps, -1) for row in column.to_pylist()]
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG bytes -> [3, H, W] uint8 (channel-first, as the model consumes it)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+def decode_jpegs(blobs: list[bytes]) -> list[torch.Tensor]:
+    """JPEG bytes -> [3, H, W] uint8 tensors (channel-first, as the model consumes them).
+
+    torchvision's libjpeg-turbo decoder, one call for the whole list. On the stored 112x64
+    frames it gives Pillow's pixels exactly (3,000 frames compared) in about half the time per
+    frame (0.077 vs 0.149 ms), because Pillow parses every JPEG header in Python; at 36 frames
+    per world-model sample the loader decodes ~1,150 per batch of 32.
+    """
+    if not blobs:
+        return []
+    data = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+    return _decode_jpeg(data, mode=ImageReadMode.RGB)
 
 
 @dataclass
@@ -81,22 +89,27 @@ class LoadedShard:
     def num_rows(self) -> int:
         return len(self.episode_id)
 
-    def _frame(self, row: int) -> np.ndarray:
-        if self.decoded is None or self.is_decoded is None:
-            return decode_jpeg(self.jpeg[row].as_py())
-        if not self.is_decoded[row]:
-            self.decoded[row] = decode_jpeg(self.jpeg[row].as_py())
-            self.is_decoded[row] = True
-        return self.decoded[row]
+    def _frames(self, rows: list[int]) -> list[np.ndarray]:
+        """Decoded frames of these rows; with the cache, each frame is decoded once."""
+        cached = self.decoded is not None and self.is_decoded is not None
+        missing = sorted({r for r in rows if not (cached and self.is_decoded[r])})
+        blobs = [self.jpeg[r].as_py() for r in missing]
+        fresh = dict(zip(missing, decode_jpegs(blobs), strict=True))
+        if not cached:
+            return [fresh[r].numpy() for r in rows]
+        for r, image in fresh.items():
+            self.decoded[r] = image.numpy()
+            self.is_decoded[r] = True
+        return [self.decoded[r] for r in rows]
 
     def _images(self, ids: np.ndarray) -> torch.Tensor:
         """uint8 [..., 3, H, W] (0..255) for frame ids of any shape (-1 -> zeros); the model
         converts to float on its device."""
         height, width = self.image_size
         out = np.zeros((*ids.shape, 3, height, width), dtype=np.uint8)
-        for pos, frame_id in np.ndenumerate(ids):
-            if frame_id >= 0:
-                out[pos] = self._frame(self.frame_row[int(frame_id)])
+        wanted = [(pos, self.frame_row[int(i)]) for pos, i in np.ndenumerate(ids) if i >= 0]
+        for (pos, _), frame in zip(wanted, self._frames([row for _, row in wanted]), strict=True):
+            out[pos] = frame
         return torch.from_numpy(out)
 
     def item(self, row: int, vocabulary: list[str], world_model_frames: bool) -> dict[str, Any]:
