@@ -1,7 +1,7 @@
 """A CPU training step under glibc's default malloc settings vs `keep_freed_cpu_memory()`.
 
     .venv/bin/python benchmarks/cpu_allocator.py [--steps N] [--rounds R] [--threads 1 2]
-                                                 [--batch B] [--cameras V] [--mmap-max-mib M]
+                                                 [--batch B] [--cameras V]
 
 Each measurement is a fresh process training the `demo` preset (4 cameras, the quality
 benchmark's batch of 32) for N full steps on one random batch, after one untimed step. The two
@@ -9,13 +9,11 @@ settings alternate (default, kept, kept, default, ...) so drift on a shared mach
 Prints per torch-thread count: seconds per step, system-time share, minor page faults per step,
 peak RSS, the ratio kept / default of the step time (target <= 0.8 with one thread) and whether
 both settings end with bit-identical weights (they must: only where memory comes from changes).
-`--mmap-max-mib 32` measures the fallback for a glibc that refuses the 1 GiB threshold.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import json
 import resource
@@ -38,12 +36,8 @@ def _usage() -> tuple[float, float, int]:
 
 
 def measure(kept: bool, threads: int, args: argparse.Namespace) -> dict:
-    steps, mmap_max_mib = args.steps, args.mmap_max_mib
-    if kept and mmap_max_mib:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, mmap_max_mib << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    elif kept and not keep_freed_cpu_memory():
+    steps = args.steps
+    if kept and not keep_freed_cpu_memory():
         raise SystemExit("keep_freed_cpu_memory() did not take effect here (not glibc?)")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -73,7 +67,7 @@ def measure(kept: bool, threads: int, args: argparse.Namespace) -> dict:
 def _child(kept: bool, args: argparse.Namespace, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "kept" if kept else "default"]
     cmd += ["--steps", str(args.steps), "--threads", str(threads), "--batch", str(args.batch)]
-    cmd += ["--cameras", str(args.cameras), "--mmap-max-mib", str(args.mmap_max_mib)]
+    cmd += ["--cameras", str(args.cameras)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -87,7 +81,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--cameras", type=int, default=4)
-    parser.add_argument("--mmap-max-mib", type=int, default=0, help="0 = the library's choice")
     parser.add_argument("--child", choices=["default", "kept"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -20,7 +20,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: memory at its top instead of giving it back to the kernel.
 _KEEP_BYTES = 1 << 30
 #: Some glibc versions refuse mmap thresholds above HEAP_MAX_SIZE / 2 (this, on 64-bit); with
-#: it a step still takes a third of the faults (benchmarks/cpu_allocator.py --mmap-max-mib 32).
+#: it the benchmark's step still took a third of the faults (79k vs 238k; 1.18 vs 1.71 s).
 _OLD_GLIBC_MMAP_MAX = 32 << 20
 #: A user who tunes glibc's allocator through its environment variables keeps their choice.
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
