@@ -15,13 +15,17 @@ whose cues are worth ~2% cannot be expected to show a 5% gain but by chance.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import time
 
-from quality import DEFAULT_EPISODES, DEFAULT_SEED, TEST_FRACTION, VAL_FRACTION
+from quality import (
+    DEFAULT_EPISODES,
+    DEFAULT_SEED,
+    TEST_FRACTION,
+    VAL_FRACTION,
+    parse_world_overrides,
+    world_config,
+)
 
-from autoe2e.config import GenerateConfig
 from autoe2e.splits import split_episodes
 from autoe2e.synthetic import episode_id
 from autoe2e.synthetic.motion_cues import WorldCuePrice, world_cue_price
@@ -51,14 +55,11 @@ def main() -> None:
     )
     parser.add_argument("--reference-ade-m", type=float, default=REFERENCE_ADE_M)
     args = parser.parse_args()
-    overrides = {}
-    fields = {f.name for f in dataclasses.fields(GenerateConfig)}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or name not in fields:
-            parser.error(f"--set {item!r}: use FIELD=JSON with a GenerateConfig field name")
-        overrides[name] = json.loads(value)
-    config = GenerateConfig(num_episodes=args.episodes, seed=args.seed, **overrides)
+    try:
+        overrides = parse_world_overrides(args.set)
+    except ValueError as exc:
+        parser.error(f"--set {exc}")
+    config = world_config(args.seed, args.episodes, overrides)
     start = time.monotonic()
     world = world_cue_price(config)
     ids = [episode_id(args.seed, i) for i in range(args.episodes)]

@@ -1,7 +1,7 @@
 """The driving-quality benchmark: does the model learn from its cameras and its world model?
 
     .venv/bin/python benchmarks/quality.py [--seed S] [--out FILE.json] [--steps N]
-        [--episodes N] [--train-seeds K] [--threads N] [--keep DIR]
+        [--episodes N] [--train-seeds K] [--threads N] [--keep DIR] [--world FIELD=JSON ...]
 
 Generates a seeded synthetic world (another seed = another world of the same kind; 150
 episodes by default, 30 of them held out for test), prepares it, trains the demo config with
@@ -19,6 +19,10 @@ Q5 / Q7 with it (README), so a claim about the model needs K >= 2. Q1-Q4 are rat
 seed-mean ADE@3s (on and off are trained independently: pairing single runs is arbitrary),
 Q5 the worst horizon of the per-horizon means, Q6 and Q7 the means of the per-seed values;
 each target also says in how many runs it was met.
+
+`--world FIELD=JSON` changes one field of the generated world's `GenerateConfig` (repeatable),
+e.g. the scenario mix, to try a world design on the whole benchmark; the report records them.
+`benchmarks/motion_cues.py` prices such a design in seconds first.
 """
 
 from __future__ import annotations
@@ -92,6 +96,29 @@ def train_seeds(seed: int, k: int) -> list[int]:
     return [seed + TRAIN_SEED_STRIDE * i for i in range(k)]
 
 
+def world_config(seed: int, n: int, overrides: dict[str, Any] | None = None) -> GenerateConfig:
+    """The benchmark's world: `n` episodes of seed `seed`, the defaults but for `overrides`."""
+    return GenerateConfig(num_episodes=n, seed=seed, **(overrides or {}))
+
+
+def parse_world_overrides(items: list[str]) -> dict[str, Any]:
+    """`FIELD=JSON` items as GenerateConfig overrides; a ValueError names a bad item and why."""
+    fields = {f.name for f in dataclasses.fields(GenerateConfig)} - {"num_episodes", "seed"}
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(
+                f"{item!r}: use FIELD=JSON with a GenerateConfig field other than num_episodes "
+                f"and seed (--episodes, --seed), one of {sorted(fields)}"
+            )
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{item!r}: the value is not JSON ({exc}); e.g. {name}=0.5") from exc
+    return overrides
+
+
 def train_config(seed: int, steps: int) -> TrainConfig:
     """The fixed step budget every planner trains for; the split is always the world seed's."""
     every = max(1, steps // 4)
@@ -117,13 +144,27 @@ def _replicate(name: str, train_seed: int, seed: int) -> str:
 
 
 def run(
-    seed: int, steps: int, root: Path, n: int = DEFAULT_EPISODES, replicates: int = 1
+    seed: int,
+    steps: int,
+    root: Path,
+    n: int = DEFAULT_EPISODES,
+    replicates: int = 1,
+    world: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     start = time.monotonic()
+    config = world_config(seed, n, world).validate()
     marker = root / "episodes" / f".complete-seed-{seed}-n-{n}"
+    recorded = json.dumps(world or {}, sort_keys=True)
+    if marker.exists():  # "ok": a folder from before --world, generated with the defaults
+        found = marker.read_text().strip().replace("ok", "{}")
+        if found != recorded:
+            raise SystemExit(
+                f"{root}: its world was generated with --world {found}, not {recorded}; use "
+                "another --keep folder for another world"
+            )
     if not marker.exists():  # --keep: a second run reuses the generated world
-        generate_episodes(root / "episodes", GenerateConfig(num_episodes=n, seed=seed), workers=0)
-        marker.write_text("ok\n")
+        generate_episodes(root / "episodes", config, workers=0)
+        marker.write_text(recorded + "\n")
     prepared = prepare_dataset(
         str(root / "episodes"), str(root / "data"), PrepareConfig(), max_workers=os.cpu_count()
     )
@@ -167,11 +208,12 @@ def run(
         )  # fmt: skip
     result = _summarise(report, seed, time.monotonic() - start, train_s, steps, replicate_reports)
     result["episodes"] = n
+    result["world_overrides"] = world or {}
     result["fingerprints"] = _fingerprints(root / "episodes", root / "data")
     # What the test episodes' motion-only cues (the side-road bus) can pay a perfect history:
     # the part of Q4 the world offers by design (autoe2e.synthetic.motion_cues).
     indices = [episode_index(eid) for eid in report["episodes"]]
-    price = world_cue_price(GenerateConfig(num_episodes=n, seed=seed), indices)
+    price = world_cue_price(config, indices)
     off = report["trained_baselines"]["world_model_off"]["ade_3s_m"]
     result["motion_cue_price"] = {
         "mean_gain_m": price.mean_gain_m,
@@ -453,7 +495,18 @@ def main() -> None:
     # changes float sums, so the trained weights).
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see above)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument(
+        "--world",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="change a GenerateConfig field of the world, e.g. --world junction_probability=0.9",
+    )
     args = parser.parse_args()
+    try:
+        world = parse_world_overrides(args.world)
+    except ValueError as exc:
+        parser.error(f"--world {exc}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     if args.train_seeds < 1:
         parser.error(f"--train-seeds {args.train_seeds}: train at least once (K >= 1)")
@@ -465,10 +518,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(args.seed, args.steps, args.keep, args.episodes, args.train_seeds)
+        result = run(args.seed, args.steps, args.keep, args.episodes, args.train_seeds, world)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run(args.seed, args.steps, Path(tmp), args.episodes, args.train_seeds)
+            result = run(args.seed, args.steps, Path(tmp), args.episodes, args.train_seeds, world)
     _print(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -144,3 +144,31 @@ def test_a_stopped_benchmark_training_leaves_a_checkpoint_at_every_validation(st
     assert cfg.checkpoint_every_steps > 0
     assert cfg.val_every_steps % cfg.checkpoint_every_steps == 0
     assert (cfg.seed, cfg.split_seed, cfg.max_steps) == (7, 7, steps)
+
+
+def test_world_overrides_are_parsed_and_bad_ones_are_named() -> None:
+    world = quality.parse_world_overrides(
+        ["junction_probability=0.85", 'camera_fov_deg={"front": 40}']
+    )
+    assert world == {"junction_probability": 0.85, "camera_fov_deg": {"front": 40}}
+    config = quality.world_config(8, 20, world)
+    assert (config.seed, config.num_episodes, config.junction_probability) == (8, 20, 0.85)
+    with pytest.raises(ValueError, match="junction_probabilty=0.5"):
+        quality.parse_world_overrides(["junction_probabilty=0.5"])  # misspelt field
+    with pytest.raises(ValueError, match="--seed"):
+        quality.parse_world_overrides(["seed=3"])  # the world's seed has its own option
+    with pytest.raises(ValueError, match="not JSON"):
+        quality.parse_world_overrides(["junction_probability=high"])
+
+
+@pytest.mark.parametrize("marker", ["ok", '{"junction_probability": 0.85}'])
+def test_a_kept_folder_of_another_world_is_refused_before_anything_runs(
+    tmp_path: Path, marker: str
+) -> None:
+    """--keep reuses a generated world; with other --world overrides that would silently score
+    the old world under the new name."""
+    (tmp_path / "episodes").mkdir()
+    (tmp_path / "episodes" / ".complete-seed-7-n-150").write_text(marker + "\n")
+    with pytest.raises(SystemExit, match="another --keep folder"):
+        quality.run(7, 10, tmp_path, world={"junction_probability": 0.5})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episodes"]  # nothing generated
