@@ -155,14 +155,15 @@ def run(
     config = world_config(seed, n, world).validate()
     marker = root / "episodes" / f".complete-seed-{seed}-n-{n}"
     recorded = json.dumps(world or {}, sort_keys=True)
-    if marker.exists():  # "ok": a folder from before --world, generated with the defaults
-        found = marker.read_text().strip().replace("ok", "{}")
+    if marker.exists():  # --keep: a second run reuses the generated world, if it is this one
+        found = marker.read_text().strip()
+        found = "{}" if found == "ok" else found  # "ok": before --world, the defaults
         if found != recorded:
             raise SystemExit(
                 f"{root}: its world was generated with --world {found}, not {recorded}; use "
                 "another --keep folder for another world"
             )
-    if not marker.exists():  # --keep: a second run reuses the generated world
+    else:
         generate_episodes(root / "episodes", config, workers=0)
         marker.write_text(recorded + "\n")
     prepared = prepare_dataset(
