@@ -5,8 +5,11 @@
 For each preset: trainable / EMA-target parameter counts, training samples/s (one full step as
 the training loop runs it: forward, JEPA targets, both losses, backward, AdamW step, EMA update),
 peak memory (CUDA allocator peak on a GPU, else the process's peak RSS), and the EMA update
-time as a fraction of the whole step, timed inside the same steps (target <= 0.02). On a CPU the
-`default` preset runs at batch 1 with `--cameras` views (default 4) to stay within minutes.
+time as a fraction of the whole step, timed inside the same steps (target <= 0.02). Then the
+same preset with `stop_gradient_world_model` flipped, and the step-time ratio of the two: what
+letting the JEPA loss train the backbone costs over the detached world model (the default). On a
+CPU the `default` preset runs at batch 1 with `--cameras` views (default 4) to stay within
+minutes.
 """
 
 from __future__ import annotations
@@ -63,10 +66,14 @@ def optimise(
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure(preset: str, steps: int, cameras: int) -> dict:
+def measure(preset: str, steps: int, cameras: int, flip_stop_gradient: bool = False) -> dict:
     keep_freed_cpu_memory()  # as the training loop does
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = ModelConfig.preset(preset)
+    if flip_stop_gradient:
+        cfg = ModelConfig.preset(
+            preset, stop_gradient_world_model=not cfg.stop_gradient_world_model
+        )
     on_gpu = device.type == "cuda"
     batch = (8 if preset == "demo" else 2) if on_gpu else (8 if preset == "demo" else 1)
     views = min(cameras, cfg.max_cameras) if not on_gpu else cfg.max_cameras
@@ -101,6 +108,7 @@ def measure(preset: str, steps: int, cameras: int) -> dict:
     )
     return {
         "preset": preset,
+        "stop_gradient_world_model": cfg.stop_gradient_world_model,
         "device": torch.cuda.get_device_name() if on_gpu else f"cpu x{torch.get_num_threads()}",
         "batch": batch,
         "cameras": views,
@@ -122,35 +130,35 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--flip-stop-gradient", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.steps, args.cameras)))
+        print(json.dumps(measure(args.child, args.steps, args.cameras, args.flip_stop_gradient)))
         return
-    for preset in args.presets:  # one process per preset: peak memory is per process
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                preset,
-                "--steps",
-                str(args.steps),
-                "--cameras",
-                str(args.cameras),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+    for preset in args.presets:  # one process per measurement: peak memory is per process
+        runs = [_child(preset, args, flip) for flip in (False, True)]
+        for r in runs:
+            print(
+                f"{r['preset']:<8} {r['device']}, batch {r['batch']}, {r['cameras']} cameras at "
+                f"{r['image']}, stop_gradient_world_model={r['stop_gradient_world_model']}: "
+                f"{r['trainable_params_m']:.1f}M trainable + "
+                f"{r['ema_target_params_m']:.1f}M EMA target params, "
+                f"{r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step), "
+                f"peak memory {r['peak_memory_gib']:.2f} GiB, "
+                f"EMA update = {r['ema_fraction_of_step']:.4f} of a step (target <= 0.02)"
+            )
+        trained, detached = sorted(runs, key=lambda r: r["stop_gradient_world_model"])
         print(
-            f"{r['preset']:<8} {r['device']}, batch {r['batch']}, {r['cameras']} cameras at "
-            f"{r['image']}: {r['trainable_params_m']:.1f}M trainable + "
-            f"{r['ema_target_params_m']:.1f}M EMA target params, "
-            f"{r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step), "
-            f"peak memory {r['peak_memory_gib']:.2f} GiB, "
-            f"EMA update = {r['ema_fraction_of_step']:.4f} of a step (target <= 0.02)"
+            f"{preset:<8} step time, JEPA gradient into the backbone / detached world model: "
+            f"{trained['step_s'] / detached['step_s']:.2f}"
         )
+
+
+def _child(preset: str, args: argparse.Namespace, flip: bool) -> dict:
+    command = [sys.executable, __file__, "--child", preset, "--steps", str(args.steps)]
+    command += ["--cameras", str(args.cameras)] + (["--flip-stop-gradient"] if flip else [])
+    proc = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
