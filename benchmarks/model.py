@@ -15,6 +15,7 @@ minutes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -71,9 +72,7 @@ def measure(preset: str, steps: int, cameras: int, flip_stop_gradient: bool = Fa
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = ModelConfig.preset(preset)
     if flip_stop_gradient:
-        cfg = ModelConfig.preset(
-            preset, stop_gradient_world_model=not cfg.stop_gradient_world_model
-        )
+        cfg = dataclasses.replace(cfg, stop_gradient_world_model=not cfg.stop_gradient_world_model)
     on_gpu = device.type == "cuda"
     batch = (8 if preset == "demo" else 2) if on_gpu else (8 if preset == "demo" else 1)
     views = min(cameras, cfg.max_cameras) if not on_gpu else cfg.max_cameras
