@@ -38,7 +38,9 @@ def _line(name: str, price: WorldCuePrice, reference_m: float) -> str:
     return (
         f"{name:14s} {len(price.episodes):4d} episodes, {price.samples:6d} samples, "
         f"{price.ambiguous_samples:5d} ambiguous: gain <= {price.mean_gain_m:.4f} m "
-        f"= {100 * price.share_of(reference_m):.1f}% of {reference_m:.3f} m"
+        f"= {100 * price.share_of(reference_m):.1f}% of {reference_m:.3f} m "
+        f"(one frame's geometry ignored: {price.prior_gain_m:.4f} m "
+        f"= {100 * price.prior_gain_m / reference_m:.1f}%)"
     )
 
 

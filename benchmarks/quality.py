@@ -219,6 +219,9 @@ def run(
     result["motion_cue_price"] = {
         "mean_gain_m": price.mean_gain_m,
         "share_of_world_model_off": price.share_of(off),
+        # against a single-frame planner blind to where the bus stands (the price before
+        # motion_cues credited one frame's geometry)
+        "prior_gain_m": price.prior_gain_m,
         "ambiguous_samples": price.ambiguous_samples,
         "samples": price.samples,
     }
@@ -452,7 +455,9 @@ def _print(result: dict[str, Any]) -> None:
     if price:
         print(f"motion-only cues: a perfect history can gain at most {price['mean_gain_m']:.3f} m "
               f"ADE@3s ({100 * price['share_of_world_model_off']:.1f}% of world model off; "
-              f"{price['ambiguous_samples']} of {price['samples']} samples ambiguous)")  # fmt: skip
+              f"{price['ambiguous_samples']} of {price['samples']} samples ambiguous; "
+              f"{price.get('prior_gain_m', float('nan')):.3f} m were one frame blind to "
+              "where the bus stands)")  # fmt: skip
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"

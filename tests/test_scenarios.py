@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from episode_factory import TINY_PREPARE, write_episode
 from PIL import Image
+from tiny_configs import SIDE_ROAD_WORLD
 
 from autoe2e.config import GenerateConfig, PrepareConfig
 from autoe2e.data import staging
@@ -57,14 +58,7 @@ WORLDS = (
         junction_probability=0.0,
         obstacle_probability=1.0,
     ),
-    GenerateConfig(
-        num_episodes=2,
-        seed=3,
-        cameras=["front"],
-        lead_vehicle_probability=0.0,
-        junction_probability=1.0,
-        junction_pull_out_probability=0.5,
-    ),
+    SIDE_ROAD_WORLD,
 )
 #: The demo model's input size: what the cues must survive.
 PREPARE = PrepareConfig(image_width=112, image_height=64)

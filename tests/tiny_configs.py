@@ -1,8 +1,20 @@
-"""Tiny model configuration shared by the model, training and evaluation tests (CPU, seconds)."""
+"""Tiny model configuration shared by the model, training and evaluation tests (CPU, seconds),
+and the tiny side-road world the scenario and history-probe tests generate."""
 
 from __future__ import annotations
 
-from autoe2e.config import ModelConfig
+from autoe2e.config import GenerateConfig, ModelConfig
+
+#: Two side-road episodes, front camera only: seed 3 gives a bus that crosses in front of the
+#: ego, then one that waits.
+SIDE_ROAD_WORLD = GenerateConfig(
+    num_episodes=2,
+    seed=3,
+    cameras=["front"],
+    lead_vehicle_probability=0.0,
+    junction_probability=1.0,
+    junction_pull_out_probability=0.5,
+)
 
 
 def tiny_model_config(**overrides: object) -> ModelConfig:

@@ -36,7 +36,7 @@ from autoe2e.synthetic import traffic
 from autoe2e.synthetic.annotations import scenario_record
 from autoe2e.synthetic.ego import SIM_DT_S
 from autoe2e.synthetic.plan import EpisodePlan, plan_episode
-from autoe2e.synthetic.render import CameraView, camera_rig, forward_camera
+from autoe2e.synthetic.render import CameraModel, CameraView, camera_rig, forward_camera
 from autoe2e.synthetic.road import map_table
 from autoe2e.synthetic.scene import (
     LIGHT_HEAD_Z_M,
@@ -154,6 +154,22 @@ def _ego_table(p: EpisodePlan, times: np.ndarray) -> pa.Table:
     )
 
 
+def side_vehicle_in_view(
+    p: EpisodePlan, camera: CameraModel, cam_t: np.ndarray
+) -> tuple[float | None, float | None]:
+    """First and last of the times `cam_t` at which `camera` shows the side road's bus (None
+    when never): what scenario.json records, and what `motion_cues` asks of the 1 Hz history."""
+    ego_s = np.interp(cam_t, p.motion.t, p.motion.ego_s)
+    ex, ey, eth, _ = p.lane.at(ego_s)
+    far = (1e9, 1e9, 0.0)  # driven off: never in view
+    poses = [side_vehicle_pose(p, float(t)) or far for t in cam_t]
+    sx, sy, _ = (np.array(a) for a in zip(*poses, strict=True))
+    height = 0.5 * traffic.SIDE_VEHICLE_HEIGHT_M
+    return in_view(
+        camera, cam_t, (ex, ey, eth), (sx, sy, height), traffic.SIDE_VEHICLE_VISIBLE_RANGE_M
+    )
+
+
 def generate_episode(out_root: str | Path, index: int, config: GenerateConfig) -> str:
     """Write one episode to ``<out_root>/<episode_id>/``; returns its id."""
     check_config(config)
@@ -209,13 +225,7 @@ def generate_episode(out_root: str | Path, index: int, config: GenerateConfig) -
         board = (tx - half * np.cos(th), ty - half * np.sin(th), float(np.mean(TRUCK_BOARD_Z_M)))
         visible["obstacle"] = in_view(front, cam_t, pose, board, traffic.OBSTACLE_VISIBLE_RANGE_M)
     if junction is not None:
-        far = (1e9, 1e9, 0.0)  # driven off: never in view
-        poses = [side_vehicle_pose(p, float(t)) or far for t in cam_t]
-        sx, sy, _ = (np.array(a) for a in zip(*poses, strict=True))
-        height = 0.5 * traffic.SIDE_VEHICLE_HEIGHT_M
-        visible["side_vehicle"] = in_view(
-            front, cam_t, pose, (sx, sy, height), traffic.SIDE_VEHICLE_VISIBLE_RANGE_M
-        )
+        visible["side_vehicle"] = side_vehicle_in_view(p, front, cam_t)
     writers = [
         Mp4Writer(
             tmp / CAMERA_DIR / f"{cam.name}.mp4",

@@ -1,0 +1,213 @@
+"""Does the world model's history tell more about the side-road bus than one frame? Minutes.
+
+    .venv/bin/python benchmarks/history_probe.py KEEP_DIR [--checkpoint PT] [--threads N]
+        [--out FILE.json]
+
+KEEP_DIR is a `benchmarks/quality.py --keep` folder of a world with side roads (e.g. `--world
+junction_probability=0.85`); the checkpoint defaults to its trained model (`runs/model/best.pt`).
+Whether a waiting bus stays put or a crossing one pulls out is the one thing in these worlds
+that only motion is meant to tell (`autoe2e.synthetic.motion_cues`). This script asks each
+representation on the way from the pixels to the planner how well it tells the two apart, on
+the samples from the bus coming into the front camera's view to 2.5 s later (or its pull-out,
+if sooner; scenario.json), in the train and val episodes (test untouched):
+
+* a logistic-regression probe per representation, 5-fold cross-validated by episode (no
+  episode on both sides), scored as AUC, best of three regularisation strengths;
+* the same question answered from the world's plans: one frame's exact geometry (where the bus
+  stands, how far the ego is from the side road) through `motion_cues`' single-frame posterior,
+  and a perfect history (the bus's position a second earlier too).
+
+If the world model's history probes no better than one frame, the planner cannot get from it
+what Q4 asks of it, whatever the planner does; a world-model change that should read motion can
+be judged here in minutes, before a ~35 min training per seed on the benchmark. Why a probe and
+not the planner: the planner's ADE mixes everything; the probe isolates what the features hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+from sklearn.preprocessing import StandardScaler
+
+from autoe2e import storage
+from autoe2e.config import GenerateConfig
+from autoe2e.data.dataset import ShardDataset
+from autoe2e.model import AutoE2E, load_model
+from autoe2e.synthetic.generate import episode_index
+from autoe2e.synthetic.motion_cues import frame_geometry, reference_posterior
+from autoe2e.synthetic.plan import plan_episode
+
+logger = logging.getLogger("history_probe")
+
+#: Seconds after the bus comes into view that are probed (a crossing bus pulls out 2.6-4 s after).
+WINDOW_S = 2.5
+FOLDS = 5
+STRENGTHS = (0.001, 0.01, 0.1)
+#: Views whose raw pixels are probed: the side road's arm is ahead on the right.
+PIXEL_VIEWS = ("front", "right")
+#: Grey pixel grid the raw-pixel probe sees per view (height, width).
+PIXEL_GRID = (16, 28)
+
+
+def bus_windows(episodes_dir: Path, episodes: list[str]) -> dict[str, tuple[float, float, bool]]:
+    """Episode id -> (from, to, crossing) for the episodes with a side-road bus, from their
+    scenario.json: the bus in view, up to `WINDOW_S` later or its pull-out if sooner."""
+    windows = {}
+    for eid in episodes:
+        scenario = json.loads((episodes_dir / eid / "scenario.json").read_text())
+        for event in scenario["events"]:
+            if event["kind"] not in ("crossing_vehicle", "waiting_vehicle"):
+                continue
+            start = event["appear_time_s"]
+            end = min(start + WINDOW_S, event.get("pull_out_time_s", np.inf))
+            windows[eid] = (start, end, event["kind"] == "crossing_vehicle")
+    return windows
+
+
+def grouped_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Cross-validated AUC of a logistic-regression probe; folds never split a group (episode),
+    so a probe cannot score by recognising an episode it was fitted on."""
+    best = 0.0
+    folds = GroupKFold(min(FOLDS, len(set(groups))))
+    for strength in STRENGTHS:
+        scores = np.zeros(len(labels))
+        for fit, held in folds.split(features, labels, groups):
+            scale = StandardScaler().fit(features[fit])
+            probe = LogisticRegression(C=strength, max_iter=3000)
+            probe.fit(scale.transform(features[fit]), labels[fit])
+            scores[held] = probe.predict_proba(scale.transform(features[held]))[:, 1]
+        best = max(best, float(roc_auc_score(labels, scores)))
+    return best
+
+
+@torch.no_grad()
+def representations(model: AutoE2E, item: dict[str, Any], views: list[int]) -> dict[str, Any]:
+    """What each stage holds of one sample's 1 Hz window (oldest frame first)."""
+    history = item["history_images"]  # [H, V, 3, h, w] uint8
+    pooled = model.pooled_features(history)  # [H, V, C], the planner's view of each frame
+    index = item["camera_index"][None]
+    visual = model.world_model.encode_history(pooled[None], index, item["history_valid"][None])
+    grey = F.adaptive_avg_pool2d(history[:, views].float().mean(2) / 255.0, PIXEL_GRID)
+    return {
+        "pixels, current frame": grey[-1].flatten(),
+        "pixels, 4 frames": grey.flatten(),
+        "backbone, current frame (pooled, all views)": pooled[-1].flatten(),
+        "backbone, 4 frames": pooled.flatten(),
+        "world model, current frame's embedding": visual[0, -model.cfg.frame_embed_dim :],
+        "world model, visual history (planner input)": visual[0],
+        "ego history": item["ego_history"].float().flatten(),
+    }
+
+
+def collect(
+    manifest: str,
+    windows: dict[str, tuple[float, float, bool]],
+    extract: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Features per representation, labels, episode ids and sample times of the window samples
+    (those with all four history frames)."""
+    dataset = ShardDataset(manifest, episodes=sorted(windows))
+    features: dict[str, list[np.ndarray]] = {}
+    labels, groups, times = [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        start, end, crossing = windows[item["episode_id"]]
+        t = float(item["timestamp_s"])
+        if not start <= t <= end or not bool(item["history_valid"].all()):
+            continue
+        for name, value in extract(item).items():
+            features.setdefault(name, []).append(np.asarray(value, np.float32))
+        labels.append(crossing)
+        groups.append(item["episode_id"])
+        times.append(t)
+    stacked = {name: np.stack(rows) for name, rows in features.items()}
+    return stacked, np.array(labels), np.array(groups), np.array(times)
+
+
+def world_of(keep: Path) -> GenerateConfig:
+    """The generated world's config, from the benchmark's completion marker."""
+    markers = sorted((keep / "episodes").glob(".complete-seed-*-n-*"))
+    if not markers:
+        raise SystemExit(f"{keep}: no benchmarks/quality.py completion marker in episodes/")
+    _, seed, _, n = markers[0].name.rsplit("-", 3)
+    text = markers[0].read_text().strip()
+    overrides = {} if text == "ok" else json.loads(text)
+    return GenerateConfig(num_episodes=int(n), seed=int(seed), **overrides)
+
+
+def geometry_scores(
+    config: GenerateConfig, labels: np.ndarray, groups: np.ndarray, times: np.ndarray
+) -> dict[str, float]:
+    """The same question from the plans: one exact frame (motion_cues' posterior, AUC with no
+    fit) and a perfect history (the bus's position a second earlier as well, probed)."""
+    posterior = reference_posterior(config)
+    frame, motion = np.zeros((len(times), 2)), np.zeros((len(times), 3))
+    for eid in sorted(set(groups)):
+        rows = groups == eid
+        plan = plan_episode(np.random.default_rng([config.seed, episode_index(eid)]), config)
+        now = frame_geometry(plan, times[rows])
+        frame[rows] = now
+        motion[rows] = np.column_stack([now, frame_geometry(plan, times[rows] - 1.0)[:, 0]])
+    return {
+        "plans: one frame's exact geometry (motion_cues posterior)": float(
+            roc_auc_score(labels, posterior(frame))
+        ),
+        "plans: perfect history (bus position now and 1 s ago)": grouped_auc(
+            motion, labels, groups
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("keep", type=Path, help="a benchmarks/quality.py --keep folder")
+    parser.add_argument("--checkpoint", help="default: KEEP/runs/model/best.pt")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    start = time.monotonic()
+    config = world_of(args.keep)
+    checkpoint = args.checkpoint or str(args.keep / "runs" / "model" / "best.pt")
+    model, extra = load_model(storage.read_bytes(checkpoint), source=checkpoint)
+    model.eval()
+    manifest = str(args.keep / "data" / "manifest.json")
+    cameras = list(json.loads(Path(manifest).read_text())["cameras"])
+    views = [cameras.index(v) for v in PIXEL_VIEWS if v in cameras] or list(range(len(cameras)))
+    seen = list(extra["split"]["train"]) + list(extra["split"]["val"])
+    windows = bus_windows(args.keep / "episodes", seen)
+    if not windows:
+        raise SystemExit(f"{args.keep}: no side-road bus in its train/val episodes to probe")
+    features, labels, groups, times = collect(
+        manifest, windows, lambda item: representations(model, item, views)
+    )
+    crossing = len(set(groups[labels]))
+    logger.info(
+        "%d samples of %d episodes (%d with a crossing bus), %.0f%% crossing",
+        len(labels), len(set(groups)), crossing, 100 * labels.mean(),
+    )  # fmt: skip
+    scores = {name: grouped_auc(x, labels, groups) for name, x in features.items()}
+    scores.update(geometry_scores(config, labels, groups, times))
+    for name, auc in scores.items():
+        logger.info("%-58s AUC %.3f", name, auc)
+    logger.info("%.0f s", time.monotonic() - start)
+    if args.out:
+        result = {"checkpoint": checkpoint, "samples": len(labels), "auc": scores}
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
