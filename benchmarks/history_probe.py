@@ -15,7 +15,7 @@ if sooner; scenario.json), in the train and val episodes (test untouched):
   episode on both sides), scored as AUC, best of three regularisation strengths;
 * the same question answered from the world's plans: one frame's exact geometry (where the bus
   stands, how far the ego is from the side road) through `motion_cues`' single-frame posterior,
-  and a perfect history (the bus's position a second earlier too).
+  and a perfect history (how far the bus moved in the last second, too).
 
 If the world model's history probes no better than one frame, the planner cannot get from it
 what Q4 asks of it, whatever the planner does; a world-model change that should read motion can
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GroupKFold
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from autoe2e import storage
@@ -78,9 +78,10 @@ def bus_windows(episodes_dir: Path, episodes: list[str]) -> dict[str, tuple[floa
 
 def grouped_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
     """Cross-validated AUC of a logistic-regression probe; folds never split a group (episode),
-    so a probe cannot score by recognising an episode it was fitted on."""
+    so a probe cannot score by recognising an episode it was fitted on, and each fold holds
+    both outcomes (the held-out scores of all folds are ranked together)."""
     best = 0.0
-    folds = GroupKFold(min(FOLDS, len(set(groups))))
+    folds = StratifiedGroupKFold(min(FOLDS, _episodes_per_outcome(labels, groups)))
     for strength in STRENGTHS:
         scores = np.zeros(len(labels))
         for fit, held in folds.split(features, labels, groups):
@@ -92,6 +93,18 @@ def grouped_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) ->
     return best
 
 
+def _episodes_per_outcome(labels: np.ndarray, groups: np.ndarray) -> int:
+    """Episodes of the rarer outcome; refuses fewer than two (nothing to cross-validate)."""
+    fewest = min(len(set(groups[labels == outcome])) for outcome in (True, False))
+    if fewest < 2:
+        raise ValueError(
+            f"{fewest} episode(s) of one outcome (crossing / waiting bus): the probe needs two "
+            "or more of each; use a world with more side roads (quality.py --world "
+            "junction_probability=0.85 --world junction_pull_out_probability=0.5)"
+        )
+    return fewest
+
+
 @torch.no_grad()
 def representations(model: AutoE2E, item: dict[str, Any], views: list[int]) -> dict[str, Any]:
     """What each stage holds of one sample's 1 Hz window (oldest frame first)."""
@@ -99,14 +112,23 @@ def representations(model: AutoE2E, item: dict[str, Any], views: list[int]) -> d
     pooled = model.pooled_features(history)  # [H, V, C], the planner's view of each frame
     index = item["camera_index"][None]
     visual = model.world_model.encode_history(pooled[None], index, item["history_valid"][None])
+    frames = visual.view(len(pooled), -1)  # [H, E], one embedding per frame
     grey = F.adaptive_avg_pool2d(history[:, views].float().mean(2) / 255.0, PIXEL_GRID)
+    # The change over the last second is spelt out: a linear probe on the concatenated frames
+    # can miss a difference of two strongly correlated inputs (the regularised fit shrinks it).
     return {
         "pixels, current frame": grey[-1].flatten(),
         "pixels, 4 frames": grey.flatten(),
         "backbone, current frame (pooled, all views)": pooled[-1].flatten(),
         "backbone, 4 frames": pooled.flatten(),
-        "world model, current frame's embedding": visual[0, -model.cfg.frame_embed_dim :],
+        "backbone, current frame + change in 1 s": torch.cat(
+            [pooled[-1].flatten(), (pooled[-1] - pooled[-2]).flatten()]
+        ),
+        "world model, current frame's embedding": frames[-1],
         "world model, visual history (planner input)": visual[0],
+        "world model, current embedding + change in 1 s": torch.cat(
+            [frames[-1], frames[-1] - frames[-2]]
+        ),
         "ego history": item["ego_history"].float().flatten(),
     }
 
@@ -151,7 +173,8 @@ def geometry_scores(
     config: GenerateConfig, labels: np.ndarray, groups: np.ndarray, times: np.ndarray
 ) -> dict[str, float]:
     """The same question from the plans: one exact frame (motion_cues' posterior, AUC with no
-    fit) and a perfect history (the bus's position a second earlier as well, probed)."""
+    fit) and a perfect history (the frame's geometry and the bus's motion over the last second,
+    probed)."""
     posterior = reference_posterior(config)
     frame, motion = np.zeros((len(times), 2)), np.zeros((len(times), 3))
     for eid in sorted(set(groups)):
@@ -159,12 +182,13 @@ def geometry_scores(
         plan = plan_episode(np.random.default_rng([config.seed, episode_index(eid)]), config)
         now = frame_geometry(plan, times[rows])
         frame[rows] = now
-        motion[rows] = np.column_stack([now, frame_geometry(plan, times[rows] - 1.0)[:, 0]])
+        moved = now[:, 0] - frame_geometry(plan, times[rows] - 1.0)[:, 0]
+        motion[rows] = np.column_stack([now, moved])
     return {
         "plans: one frame's exact geometry (motion_cues posterior)": float(
             roc_auc_score(labels, posterior(frame))
         ),
-        "plans: perfect history (bus position now and 1 s ago)": grouped_auc(
+        "plans: perfect history (geometry + bus motion in 1 s)": grouped_auc(
             motion, labels, groups
         ),
     }
@@ -195,6 +219,8 @@ def main() -> None:
         manifest, windows, lambda item: representations(model, item, views)
     )
     crossing = len(set(groups[labels]))
+    if min(crossing, len(set(groups)) - crossing) < 10:
+        logger.warning("fewer than 10 episodes of one outcome: expect AUCs to swing by ~0.1")
     logger.info(
         "%d samples of %d episodes (%d with a crossing bus), %.0f%% crossing",
         len(labels), len(set(groups)), crossing, 100 * labels.mean(),
