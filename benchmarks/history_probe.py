@@ -225,7 +225,10 @@ def main() -> None:
         "%d samples of %d episodes (%d with a crossing bus), %.0f%% crossing",
         len(labels), len(set(groups)), crossing, 100 * labels.mean(),
     )  # fmt: skip
-    scores = {name: grouped_auc(x, labels, groups) for name, x in features.items()}
+    try:
+        scores = {name: grouped_auc(x, labels, groups) for name, x in features.items()}
+    except ValueError as exc:  # too few episodes of an outcome: say which folder and why
+        raise SystemExit(f"{args.keep}: {exc}") from exc
     scores.update(geometry_scores(config, labels, groups, times))
     for name, auc in scores.items():
         logger.info("%-58s AUC %.3f", name, auc)
