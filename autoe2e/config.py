@@ -211,6 +211,21 @@ class ModelConfig:
     #: vehicle seen now and how its gap changed over the last seconds); "residual" = added to
     #: the fused features through one linear map (checkpoints before version 4).
     history_fusion: str = "fused"
+    #: What the world model encodes of each view per frame. "pooled": the spatial mean of its
+    #: feature map. "cells": the map's cells (its size at the configured input, pooled to at
+    #: most `world_model.MAX_CELL_GRID`), each cell with its own weights in the view's
+    #: projection, so a frame embedding can hold *where* things are and a history of embeddings
+    #: how they moved. Measured on the side-road worlds (benchmarks/history_probe.py): the
+    #: pooled history told a crossing bus from a waiting one no better than one frame (AUC
+    #: 0.885 / 0.859 vs 0.892 / 0.867), where a perfect history gets 1.000; "cells" of the
+    #: stride-8 map with JEPA targets from the stride-16 map (target_layer="blocks.3",
+    #: target_grid=4) was the first to probe above it (0.937-0.982), though its planner did
+    #: not reliably plan better with it (README, "A world model that reads the bus").
+    world_model_frames: str = "pooled"
+    #: Which backbone stage (timm feature index) the world model reads: -1 the last (what the
+    #: planner pools), e.g. 2 for MobileNetV3's stride-8 map. A distant object that moves a
+    #: few pixels a second stays inside one cell of a stride-32 map.
+    world_model_stage: int = -1
     use_world_model: bool = True
     #: True: the JEPA loss trains only the world model (backbone features reach it detached).
     #: False: its gradients also train the shared backbone, through the history frames and the
@@ -273,6 +288,12 @@ class ModelConfig:
             "history_fusion",
             self.history_fusion,
             'one of "fused", "residual"',
+        )
+        _require(
+            self.world_model_frames in ("pooled", "cells"),
+            "world_model_frames",
+            self.world_model_frames,
+            'one of "pooled", "cells"',
         )
         _require(
             bool(self.target_layer.strip()),

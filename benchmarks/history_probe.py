@@ -15,7 +15,10 @@ if sooner; scenario.json), in the train and val episodes (test untouched):
   episode on both sides), scored as AUC, best of three regularisation strengths;
 * the same question answered from the world's plans: one frame's exact geometry (where the bus
   stands, how far the ego is from the side road) through `motion_cues`' single-frame posterior,
-  and a perfect history (how far the bus moved in the last second, too).
+  and a perfect history (how far the bus moved in the last second, too);
+* and from the pixels by hand: where the bus's colour blob is in the front view, now and how it
+  moved in the last second (boosted trees): how much of the motion the frames at the model's
+  resolution hold, whatever the model makes of them.
 
 If the world model's history probes no better than one frame, the planner cannot get from it
 what Q4 asks of it, whatever the planner does; a world-model change that should read motion can
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
@@ -48,6 +52,7 @@ from autoe2e.model import AutoE2E, load_model
 from autoe2e.synthetic.generate import episode_index
 from autoe2e.synthetic.motion_cues import frame_geometry, reference_posterior
 from autoe2e.synthetic.plan import plan_episode
+from autoe2e.synthetic.traffic import side_vehicle_pixels
 
 logger = logging.getLogger("history_probe")
 
@@ -76,21 +81,48 @@ def bus_windows(episodes_dir: Path, episodes: list[str]) -> dict[str, tuple[floa
     return windows
 
 
-def grouped_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
-    """Cross-validated AUC of a logistic-regression probe; folds never split a group (episode),
-    so a probe cannot score by recognising an episode it was fitted on, and each fold holds
-    both outcomes (the held-out scores of all folds are ranked together)."""
+def grouped_auc(
+    features: np.ndarray, labels: np.ndarray, groups: np.ndarray, boosted: bool = False
+) -> float:
+    """Cross-validated AUC of a logistic-regression probe (`boosted`: gradient-boosted trees,
+    for a few hand-made features whose relation to the outcome is not linear); folds never
+    split a group (episode), so a probe cannot score by recognising an episode it was fitted
+    on, and each fold holds both outcomes (the held-out scores of all folds are ranked
+    together)."""
     best = 0.0
     folds = StratifiedGroupKFold(min(FOLDS, _episodes_per_outcome(labels, groups)))
-    for strength in STRENGTHS:
+    for strength in (None,) if boosted else STRENGTHS:
         scores = np.zeros(len(labels))
         for fit, held in folds.split(features, labels, groups):
+            if strength is None:
+                trees = HistGradientBoostingClassifier(max_iter=200, random_state=0)
+                trees.fit(features[fit], labels[fit])
+                scores[held] = trees.predict_proba(features[held])[:, 1]
+                continue
             scale = StandardScaler().fit(features[fit])
             probe = LogisticRegression(C=strength, max_iter=3000)
             probe.fit(scale.transform(features[fit]), labels[fit])
             scores[held] = probe.predict_proba(scale.transform(features[held]))[:, 1]
         best = max(best, float(roc_auc_score(labels, scores)))
     return best
+
+
+#: Representations scored with boosted trees rather than a linear probe (see `bus_blob`).
+BOOSTED_PREFIX = "pixels, the bus's colour blob"
+
+
+def bus_blob(image: torch.Tensor) -> np.ndarray:
+    """One stored frame `[3, H, W]` uint8 -> (shows, centre column, centre row, width, height,
+    pixels) of the bus's colour in it (`traffic.side_vehicle_pixels`), zeros where it does
+    not show. A hand-made reader of the frames at the model's resolution: how much of the
+    bus's motion the pixels hold, whatever the model makes of them (scored nonlinearly: a
+    crossing bus moves towards the road, a waiting one drifts outwards as the ego nears)."""
+    mask = side_vehicle_pixels(image.permute(1, 2, 0).numpy())
+    rows, cols = np.nonzero(mask)
+    if not len(rows):
+        return np.zeros(6, np.float32)
+    extent = (np.ptp(cols) + 1, np.ptp(rows) + 1)
+    return np.array([1, cols.mean(), rows.mean(), *extent, len(rows)], np.float32)
 
 
 def _episodes_per_outcome(labels: np.ndarray, groups: np.ndarray) -> int:
@@ -109,20 +141,31 @@ def _episodes_per_outcome(labels: np.ndarray, groups: np.ndarray) -> int:
 def representations(model: AutoE2E, item: dict[str, Any], views: list[int]) -> dict[str, Any]:
     """What each stage holds of one sample's 1 Hz window (oldest frame first)."""
     history = item["history_images"]  # [H, V, 3, h, w] uint8
-    pooled = model.pooled_features(history)  # [H, V, C], the planner's view of each frame
+    last, read = model.feature_maps(history)  # [H, V, C, h, w]: the planner's, the world model's
+    pooled = last.mean(dim=(-2, -1))  # [H, V, C], the planner's view of each frame
+    cells = last[:, views].flatten(1)  # [H, ...], where things stand in the side road's views
     index = item["camera_index"][None]
-    visual = model.world_model.encode_history(pooled[None], index, item["history_valid"][None])
+    visual = model.world_model.encode_history(read[None], index, item["history_valid"][None])
     frames = visual.view(len(pooled), -1)  # [H, E], one embedding per frame
     grey = F.adaptive_avg_pool2d(history[:, views].float().mean(2) / 255.0, PIXEL_GRID)
     # The change over the last second is spelt out: a linear probe on the concatenated frames
     # can miss a difference of two strongly correlated inputs (the regularised fit shrinks it).
+    blobs = [bus_blob(frame) for frame in history[:, views[0]]]  # the front view
     return {
+        f"{BOOSTED_PREFIX} (front), current frame": blobs[-1],
+        f"{BOOSTED_PREFIX} (front), current frame + change in 1 s": np.concatenate(
+            [blobs[-1], blobs[-1] - blobs[-2]]
+        ),
         "pixels, current frame": grey[-1].flatten(),
         "pixels, 4 frames": grey.flatten(),
         "backbone, current frame (pooled, all views)": pooled[-1].flatten(),
         "backbone, 4 frames": pooled.flatten(),
         "backbone, current frame + change in 1 s": torch.cat(
             [pooled[-1].flatten(), (pooled[-1] - pooled[-2]).flatten()]
+        ),
+        "backbone cells (front, right), current frame": cells[-1],
+        "backbone cells (front, right), current frame + change in 1 s": torch.cat(
+            [cells[-1], cells[-1] - cells[-2]]
         ),
         "world model, current frame's embedding": frames[-1],
         "world model, visual history (planner input)": visual[0],
@@ -226,7 +269,10 @@ def main() -> None:
         len(labels), len(set(groups)), crossing, 100 * labels.mean(),
     )  # fmt: skip
     try:
-        scores = {name: grouped_auc(x, labels, groups) for name, x in features.items()}
+        scores = {
+            name: grouped_auc(x, labels, groups, boosted=name.startswith(BOOSTED_PREFIX))
+            for name, x in features.items()
+        }
     except ValueError as exc:  # too few episodes of an outcome: say which folder and why
         raise SystemExit(f"{args.keep}: {exc}") from exc
     scores.update(geometry_scores(config, labels, groups, times))

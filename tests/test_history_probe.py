@@ -84,3 +84,54 @@ def test_a_folder_the_benchmark_did_not_make_is_refused(tmp_path: Path) -> None:
     (tmp_path / "episodes").mkdir()
     with pytest.raises(SystemExit, match="completion marker"):
         probe.world_of(tmp_path)
+
+
+@pytest.mark.parametrize(("frames", "stage"), [("pooled", -1), ("cells", 2)])
+def test_every_representation_comes_from_one_sample_window(frames: str, stage: int) -> None:
+    """Each probed representation is one flat vector per sample, the change rows twice their
+    frame's size, and the visual history is what the model's own forward pass hands the planner
+    (the probe must read the world model the way training does, whichever map it reads)."""
+    import torch
+    from test_model import make_batch
+    from tiny_configs import tiny_model_config
+
+    from autoe2e.model import AutoE2E
+
+    torch.manual_seed(0)
+    cfg = tiny_model_config(
+        image_height=64, image_width=96, world_model_frames=frames, world_model_stage=stage
+    )
+    model = AutoE2E(cfg)
+    model.eval()
+    batch = make_batch(model.cfg, b=1, v=3)
+    history = torch.cat([batch["history_images"][:, :-1], batch["images"][:, None]], dim=1)
+    item = {
+        "history_images": (history[0] * 255).to(torch.uint8),
+        "camera_index": batch["camera_index"][0],
+        "history_valid": batch["history_valid"][0],
+        "ego_history": batch["ego_history"][0],
+    }
+    found = probe.representations(model, item, views=[0, 2])
+    assert all(np.asarray(value).ndim == 1 for value in found.values())
+    cells = found["backbone cells (front, right), current frame"]
+    assert cells.numel() == 2 * model.backbone.channels * 2 * 3  # two views' 2x3 maps
+    assert found["backbone cells (front, right), current frame + change in 1 s"].numel() == (
+        2 * cells.numel()
+    )
+    uint8_batch = {**batch, "images": item["history_images"][None, -1],
+                   "history_images": item["history_images"][None]}  # fmt: skip
+    with torch.no_grad():
+        expected = model(uint8_batch).visual_history[0]
+    assert torch.allclose(found["world model, visual history (planner input)"], expected, atol=1e-5)
+
+
+def test_the_bus_blob_is_where_its_colour_is() -> None:
+    import torch
+
+    from autoe2e.synthetic.traffic import SIDE_VEHICLE_COLOUR
+
+    frame = torch.zeros(3, 64, 112, dtype=torch.uint8)
+    assert probe.bus_blob(frame).tolist() == [0.0] * 6
+    frame[:, 10:13, 80:88] = torch.tensor(SIDE_VEHICLE_COLOUR, dtype=torch.uint8)[:, None, None]
+    frame[:, 40:50, 0:20] = 200  # grey: not the bus
+    assert probe.bus_blob(frame).tolist() == [1.0, 83.5, 11.0, 8.0, 3.0, 24.0]

@@ -245,7 +245,14 @@ def test_kinematic_integration_is_exact_for_constant_acceleration() -> None:
     assert float(stop[0, -1, 0]) == pytest.approx(float(stop[0, 5, 0]))
 
 
-def test_rolling_buffer_matches_windowed_history(model: AutoE2E) -> None:
+@pytest.mark.parametrize(("frames", "stage"), [("pooled", -1), ("cells", -1), ("cells", 2)])
+def test_rolling_buffer_matches_windowed_history(frames: str, stage: int) -> None:
+    torch.manual_seed(0)
+    # 64x96 frames: a 2x3 last feature map, so "cells" has several locations per view
+    cfg = tiny_model_config(
+        image_height=64, image_width=96, world_model_frames=frames, world_model_stage=stage
+    )
+    model = AutoE2E(cfg)
     model.eval()
     cfg = model.cfg
     batch = make_batch(cfg, b=1, v=2)
@@ -254,9 +261,44 @@ def test_rolling_buffer_matches_windowed_history(model: AutoE2E) -> None:
         buffer = VisualHistoryBuffer(cfg.history_len, cfg.frame_embed_dim)
         frames = torch.cat([batch["history_images"][:, :-1], batch["images"][:, None]], dim=1)
         for step in range(cfg.history_len):
-            pooled = model.pooled_features(frames[:, step])
-            buffer.push(model.world_model.encode_frames(pooled, batch["camera_index"]))
+            maps = model.feature_maps(frames[:, step])[1]
+            buffer.push(model.world_model.encode_frames(maps, batch["camera_index"]))
     assert torch.allclose(buffer.visual_history(), windowed, atol=1e-5)
+
+
+def test_cells_frames_tell_where_a_feature_is() -> None:
+    """The same map content one cell to the right: the spatial mean cannot tell, cells can."""
+    torch.manual_seed(0)
+    cfg = tiny_model_config(image_height=64, image_width=96)
+    pooled = AutoE2E(cfg).world_model
+    cells = AutoE2E(dataclasses.replace(cfg, world_model_frames="cells")).world_model
+    maps = torch.randn(2, 3, pooled.view_proj.in_features, 2, 3)
+    moved = maps.roll(1, dims=-1)
+    cameras = torch.arange(3).repeat(2, 1)
+    with torch.no_grad():
+        same = pooled.encode_frames(maps, cameras), pooled.encode_frames(moved, cameras)
+        differ = cells.encode_frames(maps, cameras), cells.encode_frames(moved, cameras)
+    assert torch.allclose(*same, atol=1e-5)
+    assert float((differ[0] - differ[1]).abs().max()) > 0.1
+
+
+def test_world_model_frames_must_be_known() -> None:
+    with pytest.raises(ConfigError, match="world_model_frames='grid'.*pooled"):
+        tiny_model_config(world_model_frames="grid").validate()
+
+
+def test_world_model_reads_the_stage_it_is_given() -> None:
+    """Stage 2 of MobileNetV3 is its stride-8 map: 8x12 cells at 64x96, all kept."""
+    cfg = tiny_model_config(
+        image_height=64, image_width=96, world_model_frames="cells", world_model_stage=2
+    )
+    model = AutoE2E(cfg)
+    assert model.world_model.cell_grid == (8, 12)
+    batch = make_batch(cfg, b=1, v=2)
+    last, read = model.feature_maps(batch["images"])
+    assert (last.shape[-2:], read.shape[-3:]) == ((2, 3), (16, 8, 12))
+    with pytest.raises(ConfigError, match="world_model_stage=5 .* has 5"):
+        AutoE2E(dataclasses.replace(cfg, world_model_stage=5))
 
 
 def test_checkpoint_round_trip_and_config_mismatch(tmp_path) -> None:

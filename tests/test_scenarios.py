@@ -36,6 +36,7 @@ from autoe2e.data.scenarios import (
     sample_labels,
 )
 from autoe2e.synthetic import generate_episodes
+from autoe2e.synthetic.traffic import side_vehicle_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +95,8 @@ def amber_pixels(image: np.ndarray) -> np.ndarray:
     return (r >= 170) & (g >= 0.52 * r) & (g <= 0.8 * r) & (b <= 0.35 * r)
 
 
-def magenta_pixels(image: np.ndarray) -> np.ndarray:
-    """The side road's bus: bright R and B, G well below both (no other object is magenta)."""
-    r, g, b = _channels(image)
-    return (r >= 110) & (b >= 110) & (g <= 0.6 * np.minimum(r, b))
+#: The side road's bus (the one detector the history probe uses too).
+magenta_pixels = side_vehicle_pixels
 
 
 def bus_column(image: np.ndarray) -> float | None:

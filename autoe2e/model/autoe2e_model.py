@@ -59,7 +59,10 @@ class AutoE2E(nn.Module):
         self.backbone = Backbone(cfg)
         channels = self.backbone.channels
         self.planner = ReactivePlanner(cfg, channels)
-        self.world_model = WorldActionModel(cfg, channels, self.backbone.target_channels)
+        frame_shape = self.backbone.stage_shape(
+            cfg.world_model_stage, cfg.image_height, cfg.image_width
+        )
+        self.world_model = WorldActionModel(cfg, frame_shape, self.backbone.target_channels)
         self.target = TargetEncoder(self.backbone)
 
     # ------------------------------------------------------------------ inputs
@@ -118,11 +121,17 @@ class AutoE2E(nn.Module):
         return hist, valid
 
     # ------------------------------------------------------------------ encoders
+    def feature_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[B, ..., 3, H, W]` -> (the last-stage maps the planner pools, the maps the world
+        model reads: `world_model_stage`), each `[B, ..., C, h, w]`, from one backbone pass."""
+        stages = self.backbone.stages(images.reshape(-1, *images.shape[-3:]))
+        lead = images.shape[:-3]
+        last, read = stages[-1], stages[self.cfg.world_model_stage]
+        return last.reshape(*lead, *last.shape[1:]), read.reshape(*lead, *read.shape[1:])
+
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
         """`[B, ..., 3, H, W]` -> spatially averaged last-stage features `[B, ..., C]`."""
-        lead = images.shape[:-3]
-        feats = self.backbone(images.reshape(-1, *images.shape[-3:]))
-        return feats.mean(dim=(-2, -1)).reshape(*lead, -1)
+        return self.feature_maps(images)[0].mean(dim=(-2, -1))
 
     def forward(
         self,
@@ -146,15 +155,17 @@ class AutoE2E(nn.Module):
         cfg = self.cfg
         images, camera_index, map_raster, map_valid, ego = self.reactive_inputs(batch)
         b, v = images.shape[:2]
+        maps = None
         if cfg.input_ablation == "none":
-            current = self.pooled_features(images)  # [B, V, C] with gradients for the planner
+            last, maps = self.feature_maps(images)  # with gradients for the planner
+            current = last.mean(dim=(-2, -1))  # [B, V, C]
         else:  # a camera-free baseline: no pixel reaches the planner (nor costs compute)
             current = images.new_zeros(b, v, self.backbone.channels, dtype=torch.float32)
         if cfg.input_ablation == "ego_only":
             map_raster, map_valid = torch.zeros_like(map_raster), torch.zeros_like(map_valid)
         if cfg.use_world_model:
             hist, valid = self._history_inputs(batch, b, v)
-            visual_history = self._visual_history(hist, valid, current, camera_index)
+            visual_history = self._visual_history(hist, valid, maps, camera_index)
             anchor = self.jepa_targets(images[:, None])[:, 0]  # the current frame's targets
             prediction = self.world_model.predict(visual_history, camera_index, anchor)
         else:
@@ -177,16 +188,18 @@ class AutoE2E(nn.Module):
         current: torch.Tensor,
         camera_index: torch.Tensor,
     ) -> torch.Tensor:
-        past_images = history[:, :-1]  # offset 0 is the current frame: reuse its features
+        """`current`: the current frame's world-model maps `[B, V, C, h, w]` (offset 0 of the
+        history is the current frame: its features are reused, not encoded again)."""
+        past_images = history[:, :-1]
         if self.cfg.stop_gradient_world_model:
             with torch.no_grad():
-                past = self.pooled_features(past_images) if past_images.shape[1] else None
+                past = self.feature_maps(past_images)[1] if past_images.shape[1] else None
             now = current.detach()
         else:
-            past = self.pooled_features(past_images) if past_images.shape[1] else None
+            past = self.feature_maps(past_images)[1] if past_images.shape[1] else None
             now = current
-        pooled = now[:, None] if past is None else torch.cat([past, now[:, None]], dim=1)
-        return self.world_model.encode_history(pooled, camera_index, valid)
+        maps = now[:, None] if past is None else torch.cat([past, now[:, None]], dim=1)
+        return self.world_model.encode_history(maps, camera_index, valid)
 
     @torch.no_grad()
     def jepa_targets(self, images: torch.Tensor) -> torch.Tensor:

@@ -88,10 +88,33 @@ class Backbone(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.stages(images)[-1]
+
+    def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's feature map, finest first (timm's feature order)."""
         if images.dtype == torch.uint8:
             images = images.to(self.mean.dtype).div_(255.0)
         x = (images - self.mean) / self.std
-        return self.net(x)[-1]
+        return list(self.net(x))
+
+    @torch.no_grad()
+    def stage_shape(self, index: int, height: int, width: int) -> tuple[int, int, int]:
+        """(channels, rows, columns) of stage `index`'s map for `height` x `width` inputs, from
+        one forward pass of a blank image in eval mode (BatchNorm statistics untouched)."""
+        count = len(self.net.feature_info.channels())
+        if not -count <= index < count:
+            raise ConfigError(
+                f"config field world_model_stage={index} is not a stage of backbone "
+                f"{type(self.net).__name__}, which has {count} (use -1 for the last, or 0.."
+                f"{count - 1}; reductions {self.net.feature_info.reduction()})"
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            shape = self.stages(torch.zeros(1, 3, height, width))[index].shape
+        finally:
+            self.train(was_training)
+        return int(shape[1]), int(shape[2]), int(shape[3])
 
     def target_features(self, images: torch.Tensor) -> torch.Tensor:
         """The feature map the JEPA targets are made of (`target_layer`'s output)."""

@@ -4,7 +4,7 @@ Training uses the stateless windowed path (`AutoE2E.forward` re-encodes the hist
 every sample). On a vehicle that would cost `history_len` backbone passes per view at 10 Hz, so
 the policy encodes one new multi-view frame per world-model period, keeps the embeddings in a
 `VisualHistoryBuffer`, and reuses them for the planner until the next tick. Both paths call the
-same `pooled_features` -> `WorldActionModel.encode_frames` functions, so they give the same
+same `feature_maps` -> `WorldActionModel.encode_frames` functions, so they give the same
 visual history (tested); frames not seen yet count as zeros, exactly like `history_valid=False`.
 """
 
@@ -102,11 +102,12 @@ class AutoE2EPolicy:
         }
         batch = {k: v.to(device) for k, v in batch.items()}
         images_b, cams, raster, map_ok, ego = model.reactive_inputs(batch)
-        current = model.pooled_features(images_b)  # [1, V, C]
+        last, maps = model.feature_maps(images_b)  # [1, V, C, h, w] each
+        current = last.mean(dim=(-2, -1))  # [1, V, C]
         due = self._ticks_due(float(timestamp_s))
         if model.cfg.use_world_model:
             if due:
-                frame = model.world_model.encode_frames(current, cams)
+                frame = model.world_model.encode_frames(maps, cams)
                 for _ in range(due - 1):  # ticks skipped by a gap: unseen frames are zeros
                     self.buffer.push(torch.zeros_like(frame))
                 self.buffer.push(frame)

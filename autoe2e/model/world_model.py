@@ -1,9 +1,11 @@
 """World Action Model (1 Hz): a compact visual history and JEPA-style future-feature prediction.
 
-Frames are encoded from the shared backbone's last feature map (spatial mean per view, then an
-attention pool over views with camera embeddings) into `frame_embed_dim` vectors; the last
-`history_len` of them, concatenated, form the `visual_history` the planner consumes. One small
-predictor head per future step predicts each view's target feature map (the backbone layer
+Frames are encoded from one of the shared backbone's feature maps (`world_model_stage`, by
+default the last; `world_model_frames`: the spatial mean per view, or its cells, each with its
+own weights; then an attention pool over the views with camera embeddings) into
+`frame_embed_dim` vectors; the last `history_len` of them, concatenated, form the
+`visual_history` the planner consumes. One small predictor head per future step predicts each
+view's target feature map (the backbone layer
 `ModelConfig.target_layer` names; by default the last map, or the bottleneck before a pointwise
 expansion) pooled to `target_grid` x `target_grid`; the targets come from an EMA copy of the
 backbone (`TargetEncoder`), layer-normalised per location.
@@ -27,15 +29,34 @@ from torch import nn
 from autoe2e.config import ModelConfig
 from autoe2e.model.layers import AttentionPool, mlp
 
+#: world_model_frames="cells": each view's map is pooled to at most this grid (rows, columns;
+#: MobileNetV3's stride-8 map of the demo's 64x112 frames, 8x14, as it is), and each cell
+#: reduced to at most CELL_CHANNELS channels before the view's projection, which gives every
+#: cell its own weights.
+MAX_CELL_GRID = (8, 14)
+CELL_CHANNELS = 32
+
 
 class WorldActionModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, backbone_channels: int, target_channels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, frame_shape: tuple[int, int, int], target_channels: int
+    ) -> None:
+        """`frame_shape`: (channels, rows, columns) of the backbone map it reads per view."""
         super().__init__()
         dim = cfg.embed_dim
         self.channels = target_channels
         self.grid = cfg.target_grid
         self.history_len = cfg.history_len
-        self.view_proj = nn.Linear(backbone_channels, dim)
+        map_channels, rows, cols = frame_shape
+        self.cells = cfg.world_model_frames == "cells"
+        if self.cells:  # each cell's own weights in view_proj: a view token knows where
+            self.cell_grid = (min(rows, MAX_CELL_GRID[0]), min(cols, MAX_CELL_GRID[1]))
+            cell_channels = min(map_channels, CELL_CHANNELS)
+            self.cell_proj = nn.Linear(map_channels, cell_channels)
+            cells = self.cell_grid[0] * self.cell_grid[1]
+            self.view_proj = nn.Linear(cells * cell_channels, dim)
+        else:
+            self.view_proj = nn.Linear(map_channels, dim)
         self.camera_embed = nn.Embedding(cfg.max_cameras, dim)
         self.view_pool = AttentionPool(dim, cfg.attention_heads)
         self.frame_out = nn.Linear(dim, cfg.frame_embed_dim)
@@ -47,25 +68,31 @@ class WorldActionModel(nn.Module):
             nn.init.zeros_(head[-1].weight)
             nn.init.zeros_(head[-1].bias)
 
-    def encode_frames(self, pooled: torch.Tensor, camera_index: torch.Tensor) -> torch.Tensor:
-        """Per-view pooled features `[N, V, C]` of one time step -> frame embeddings `[N, E]`.
+    def encode_frames(self, maps: torch.Tensor, camera_index: torch.Tensor) -> torch.Tensor:
+        """Per-view feature maps `[N, V, C, h, w]` of one time step -> frame embeddings `[N, E]`.
 
         This is the single per-frame function used by both the windowed training path and the
         rolling-buffer inference path (`VisualHistoryBuffer`), so both see the same embedding.
         """
-        tokens = self.view_proj(pooled) + self.camera_embed(camera_index)
+        if self.cells:
+            grid = F.adaptive_avg_pool2d(maps.flatten(0, 1), self.cell_grid)  # [N*V, C, r, c]
+            cells = self.cell_proj(grid.flatten(2).transpose(1, 2))  # [N*V, cells, channels]
+            views = cells.reshape(*maps.shape[:2], -1)
+        else:
+            views = maps.mean(dim=(-2, -1))
+        tokens = self.view_proj(views) + self.camera_embed(camera_index)
         return self.frame_out(self.view_pool(tokens))
 
     def encode_history(
-        self, pooled: torch.Tensor, camera_index: torch.Tensor, valid: torch.Tensor
+        self, maps: torch.Tensor, camera_index: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        """pooled `[B, H, V, C]` (oldest first), valid `[B, H]` -> visual history `[B, H*E]`.
+        """maps `[B, H, V, C, h, w]` (oldest first), valid `[B, H]` -> visual history `[B, H*E]`.
 
         Missing history frames (before the episode start) contribute zeros.
         """
-        b, h, v, c = pooled.shape
+        b, h, v = maps.shape[:3]
         index = camera_index[:, None, :].expand(b, h, v).reshape(b * h, v)
-        frames = self.encode_frames(pooled.reshape(b * h, v, c), index).view(b, h, -1)
+        frames = self.encode_frames(maps.reshape(b * h, v, *maps.shape[3:]), index).view(b, h, -1)
         frames = frames * valid[:, :, None].to(frames.dtype)
         return frames.reshape(b, -1)
 

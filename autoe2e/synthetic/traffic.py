@@ -90,6 +90,15 @@ SIDE_VEHICLE_LENGTH_M = 10.0
 SIDE_VEHICLE_WIDTH_M = 2.5
 SIDE_VEHICLE_HEIGHT_M = 3.0
 SIDE_VEHICLE_COLOUR = (200, 50, 190)
+
+
+def side_vehicle_pixels(image: np.ndarray) -> np.ndarray:
+    """`[H, W, 3]` uint8 frame -> bool mask of the bus's pixels: bright R and B, G well below
+    both (no other object is magenta; shading and JPEG keep it inside this band)."""
+    r, g, b = (image[..., i].astype(np.int32) for i in range(3))
+    return (r >= 110) & (b >= 110) & (g <= 0.6 * np.minimum(r, b))
+
+
 #: Range at which the stored 112 x 64 front frames still show the bus.
 SIDE_VEHICLE_VISIBLE_RANGE_M = 100.0
 #: The junction is a 45 km/h zone from this far before it: at 20 m/s the ego would be out of
