@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/quality.py [--seed S] [--out FILE.json] [--steps N]
         [--episodes N] [--train-seeds K] [--threads N] [--keep DIR] [--world FIELD=JSON ...]
+        [--model-set FIELD=JSON ...] [--train-set FIELD=JSON ...]
 
 Generates a seeded synthetic world (another seed = another world of the same kind; 150
 episodes by default, 30 of them held out for test), prepares it, trains the demo config with
@@ -22,13 +23,17 @@ each target also says in how many runs it was met.
 
 `--world FIELD=JSON` changes one field of the generated world's `GenerateConfig` (repeatable),
 e.g. the scenario mix, to try a world design on the whole benchmark; the report records them.
-`benchmarks/motion_cues.py` prices such a design in seconds first.
+`benchmarks/motion_cues.py` prices such a design in seconds first. `--model-set FIELD=JSON`
+changes one field of the demo `ModelConfig` that every variant trains with (e.g. what the world
+model reads of a frame), `--train-set FIELD=JSON` one of its `TrainConfig` (not the step
+budget, split or seeds); under `--keep` such runs get their own folder, next to the world.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -103,20 +108,75 @@ def world_config(seed: int, n: int, overrides: dict[str, Any] | None = None) -> 
 
 def parse_world_overrides(items: list[str]) -> dict[str, Any]:
     """`FIELD=JSON` items as GenerateConfig overrides; a ValueError names a bad item and why."""
-    fields = {f.name for f in dataclasses.fields(GenerateConfig)} - {"num_episodes", "seed"}
+    return _parse_overrides(items, GenerateConfig, {"num_episodes": "--episodes", "seed": "--seed"})
+
+
+#: ModelConfig fields the benchmark sets per variant (what Q2-Q4 compare), not for --model-set
+VARIANT_FIELDS = {"use_world_model": "the variants", "input_ablation": "the variants"}
+
+
+def parse_model_overrides(items: list[str]) -> dict[str, Any]:
+    """`FIELD=JSON` items as overrides of the demo ModelConfig every variant trains with; a
+    ValueError names a bad item and why (an unknown field, bad JSON, or a value the config's
+    own validation refuses)."""
+    overrides = _parse_overrides(items, ModelConfig, VARIANT_FIELDS)
+    try:
+        ModelConfig.preset("demo", **overrides)
+    except ValueError as exc:
+        raise ValueError(f"{' '.join(items)}: {exc}") from exc
+    return overrides
+
+
+def _parse_overrides(items: list[str], config: type, reserved: dict[str, str]) -> dict[str, Any]:
+    fields = {f.name for f in dataclasses.fields(config)} - set(reserved)
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or name not in fields:
+            kept = ", ".join(f"{field} ({why})" for field, why in reserved.items())
             raise ValueError(
-                f"{item!r}: use FIELD=JSON with a GenerateConfig field other than num_episodes "
-                f"and seed (--episodes, --seed), one of {sorted(fields)}"
+                f"{item!r}: use FIELD=JSON with a {config.__name__} field other than {kept}, "
+                f"one of {sorted(fields)}"
             )
         try:
             overrides[name] = json.loads(value)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{item!r}: the value is not JSON ({exc}); e.g. {name}=0.5") from exc
     return overrides
+
+
+#: TrainConfig fields the benchmark fixes (the step budget, the split, the training seeds)
+BENCHMARK_TRAIN_FIELDS = {
+    "max_steps": "--steps",
+    "seed": "--seed, --train-seeds",
+    "split_seed": "--seed",
+    "val_fraction": "the benchmark's split",
+    "test_fraction": "the benchmark's split",
+    "epochs": "--steps",
+}
+
+
+def parse_train_overrides(items: list[str]) -> dict[str, Any]:
+    """`FIELD=JSON` items as overrides of the TrainConfig every variant trains with (not the
+    step budget, split or seeds, which make runs comparable); a ValueError names a bad item."""
+    overrides = _parse_overrides(items, TrainConfig, BENCHMARK_TRAIN_FIELDS)
+    try:
+        dataclasses.replace(train_config(DEFAULT_SEED, DEFAULT_STEPS), **overrides).validate()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{' '.join(items)}: {exc}") from exc
+    return overrides
+
+
+def runs_folder(model: dict[str, Any], training: dict[str, Any] | None = None) -> str:
+    """Where a --keep folder holds the trainings of these model and training overrides: "runs"
+    without any (folders from before --model-set stay valid), else a folder per override set,
+    so one generated world serves several designs without retraining or mixing them (resuming
+    a checkpoint of another config is refused)."""
+    if not model and not training:
+        return "runs"
+    key = {"model": model, "train": training or {}} if training else model
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return f"runs-model-{digest}"
 
 
 def train_config(seed: int, steps: int) -> TrainConfig:
@@ -150,6 +210,8 @@ def run(
     n: int = DEFAULT_EPISODES,
     replicates: int = 1,
     world: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     start = time.monotonic()
     config = world_config(seed, n, world).validate()
@@ -170,14 +232,18 @@ def run(
         str(root / "episodes"), str(root / "data"), PrepareConfig(), max_workers=os.cpu_count()
     )
     manifest = prepared.manifest_uri
-    base = ModelConfig.preset("demo")
+    model = model or {}
+    base = ModelConfig.preset("demo", **model)  # every variant shares the overrides
+    training = training or {}
+    folder = runs_folder(model, training)
+    runs_dir, eval_dir = root / folder, root / folder.replace("runs", "eval", 1)
     variants = {
         "model": base,
         "world_model_off": dataclasses.replace(base, use_world_model=False),
         "ego_only": dataclasses.replace(base, use_world_model=False, input_ablation="ego_only"),
         "no_camera": dataclasses.replace(base, use_world_model=False, input_ablation="no_camera"),
     }
-    tcfg = train_config(seed, steps)
+    tcfg = dataclasses.replace(train_config(seed, steps), **training)
     runs = [(name, cfg, tcfg) for name, cfg in variants.items()]
     for train_seed in train_seeds(seed, replicates)[1:]:
         for name in Q4_PAIR:
@@ -186,7 +252,7 @@ def run(
     checkpoints, train_s = {}, {}
     for name, cfg, run_cfg in runs:  # a finished run under --keep resumes at its end: no cost
         t0 = time.monotonic()
-        result = train(manifest, str(root / "runs" / name), cfg.validate(), run_cfg)
+        result = train(manifest, str(runs_dir / name), cfg.validate(), run_cfg)
         checkpoints[name], train_s[name] = result.checkpoint_uri, time.monotonic() - t0
         logger.warning("%s: %d steps in %.0f s, best val ADE %.2f m", name, result.steps,
                        train_s[name], result.best_val_ade_m)  # fmt: skip
@@ -197,19 +263,21 @@ def run(
         horizons_s=[1.0, 2.0, 3.0, 6.4],
         baseline_checkpoints={k: checkpoints[k] for k in compared},
     )
-    report = evaluate(manifest, checkpoints["model"], str(root / "eval" / "model"), eval_cfg)
+    report = evaluate(manifest, checkpoints["model"], str(eval_dir / "model"), eval_cfg)
     # Every further model replicate on the same samples, for its own ablations and world-model
     # diagnostics (Q5-Q7); its ADE is also in the first pass, as a trained baseline.
     replicate_reports = {seed: report}
     for train_seed in train_seeds(seed, replicates)[1:]:
         name = _replicate("model", train_seed, seed)
         replicate_reports[train_seed] = evaluate(
-            manifest, checkpoints[name], str(root / "eval" / name),
+            manifest, checkpoints[name], str(eval_dir / name),
             EvalConfig(horizons_s=eval_cfg.horizons_s),
         )  # fmt: skip
     result = _summarise(report, seed, time.monotonic() - start, train_s, steps, replicate_reports)
     result["episodes"] = n
     result["world_overrides"] = world or {}
+    result["model_overrides"] = model
+    result["train_overrides"] = training
     result["fingerprints"] = _fingerprints(root / "episodes", root / "data")
     # What the test episodes' motion-only cues (the side-road bus) can pay a perfect history:
     # the part of Q4 the world offers by design (autoe2e.synthetic.motion_cues).
@@ -437,6 +505,9 @@ def _print(result: dict[str, Any]) -> None:
     print(f"seed {result['seed']}: {result['test_episodes']} test episodes, "
           f"{result['test_samples']} samples, {result['steps_per_variant']} steps per variant, "
           f"{result['wall_s'] / 60:.1f} min")  # fmt: skip
+    for what in ("world", "model", "train"):
+        if result.get(f"{what}_overrides"):
+            print(f"{what} overrides: {json.dumps(result[f'{what}_overrides'], sort_keys=True)}")
     print(f"{'planner':45s} {'ADE@3s (m)':>10s}  95% CI")
     for name, row in result["rows"].items():
         value, ci = row["ade_3s_m"], row["ci95"]
@@ -508,11 +579,33 @@ def main() -> None:
         metavar="FIELD=JSON",
         help="change a GenerateConfig field of the world, e.g. --world junction_probability=0.9",
     )
+    parser.add_argument(
+        "--model-set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="change a ModelConfig field of every variant, e.g. --model-set world_model_stage=2",
+    )
+    parser.add_argument(
+        "--train-set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="change a TrainConfig field of every variant, e.g. --train-set history_dropout=0.75",
+    )
     args = parser.parse_args()
     try:
         world = parse_world_overrides(args.world)
     except ValueError as exc:
         parser.error(f"--world {exc}")
+    try:
+        model = parse_model_overrides(args.model_set)
+    except ValueError as exc:
+        parser.error(f"--model-set {exc}")
+    try:
+        training = parse_train_overrides(args.train_set)
+    except ValueError as exc:
+        parser.error(f"--train-set {exc}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     if args.train_seeds < 1:
         parser.error(f"--train-seeds {args.train_seeds}: train at least once (K >= 1)")
@@ -522,12 +615,13 @@ def main() -> None:
             f"episodes; at least {MIN_TEST_EPISODES} are needed"
         )
     torch.set_num_threads(args.threads)
+    options = (args.episodes, args.train_seeds, world, model, training)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(args.seed, args.steps, args.keep, args.episodes, args.train_seeds, world)
+        result = run(args.seed, args.steps, args.keep, *options)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run(args.seed, args.steps, Path(tmp), args.episodes, args.train_seeds, world)
+            result = run(args.seed, args.steps, Path(tmp), *options)
     _print(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -146,6 +146,35 @@ def test_a_stopped_benchmark_training_leaves_a_checkpoint_at_every_validation(st
     assert (cfg.seed, cfg.split_seed, cfg.max_steps) == (7, 7, steps)
 
 
+def test_model_and_train_overrides_are_parsed_checked_and_kept_apart() -> None:
+    """--model-set / --train-set change the ModelConfig / TrainConfig every variant trains with;
+    a field the benchmark sets itself, an unknown field or a value the config refuses is named,
+    and each override set trains in its own folder of a --keep world (resuming another
+    config's checkpoint fails)."""
+    model = quality.parse_model_overrides(
+        ['world_model_frames="cells"', "world_model_stage=2", "target_grid=4"]
+    )
+    assert model == {"world_model_frames": "cells", "world_model_stage": 2, "target_grid": 4}
+    with pytest.raises(ValueError, match="use_world_model"):
+        quality.parse_model_overrides(["use_world_model=false"])  # what Q4 compares
+    with pytest.raises(ValueError, match="target_gird=4"):
+        quality.parse_model_overrides(["target_gird=4"])  # misspelt field
+    with pytest.raises(ValueError, match="world_model_frames"):
+        quality.parse_model_overrides(['world_model_frames="pixels"'])  # refused by ModelConfig
+    assert quality.runs_folder({}) == "runs"  # folders from before --model-set stay valid
+    folders = {quality.runs_folder(m) for m in ({}, model, {"target_grid": 4})}
+    assert len(folders) == 3
+    assert quality.runs_folder(model) == quality.runs_folder(dict(reversed(model.items())))
+    training = quality.parse_train_overrides(['trajectory_time_weighting="linear"'])
+    assert training == {"trajectory_time_weighting": "linear"}
+    assert quality.runs_folder(model, training) not in folders
+    assert quality.runs_folder({}, training) not in folders
+    with pytest.raises(ValueError, match="--steps"):
+        quality.parse_train_overrides(["max_steps=10"])  # the budget every variant shares
+    with pytest.raises(ValueError, match="trajectory_time_weighting"):
+        quality.parse_train_overrides(['trajectory_time_weighting="cubic"'])
+
+
 def test_world_overrides_are_parsed_and_bad_ones_are_named() -> None:
     world = quality.parse_world_overrides(
         ["junction_probability=0.85", 'camera_fov_deg={"front": 40}']

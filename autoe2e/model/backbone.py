@@ -9,7 +9,9 @@ nothing is ever downloaded during tests or in air-gapped clusters.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -46,19 +48,20 @@ class Backbone(nn.Module):
             self.load_local_weights(cfg.weights_path)
         self.target_channels: int = self.channels
         if self.target_layer is not None:
-            self.target_channels = self._probe_target_channels(cfg.image_height, cfg.image_width)
+            blank = self._blank_pass(self.target_features, cfg.image_height, cfg.image_width)
+            self.target_channels = int(blank.shape[1])
 
     @torch.no_grad()
-    def _probe_target_channels(self, height: int, width: int) -> int:
-        """Channels of the target layer's output, from one forward pass of a blank image in
-        eval mode (so BatchNorm running statistics are untouched)."""
+    def _blank_pass(self, fn: Callable[[torch.Tensor], Any], height: int, width: int) -> Any:
+        """`fn` of one blank `height` x `width` image in eval mode: how shapes that depend on
+        the network (a target layer's channels, a stage's grid) are read without touching
+        BatchNorm running statistics."""
         was_training = self.training
         self.eval()
         try:
-            channels = int(self.target_features(torch.zeros(1, 3, height, width)).shape[1])
+            return fn(torch.zeros(1, 3, height, width))
         finally:
             self.train(was_training)
-        return channels
 
     def load_local_weights(self, path: str) -> None:
         """Load a backbone state dict from a local file (no hub access)."""
@@ -97,10 +100,8 @@ class Backbone(nn.Module):
         x = (images - self.mean) / self.std
         return list(self.net(x))
 
-    @torch.no_grad()
     def stage_shape(self, index: int, height: int, width: int) -> tuple[int, int, int]:
-        """(channels, rows, columns) of stage `index`'s map for `height` x `width` inputs, from
-        one forward pass of a blank image in eval mode (BatchNorm statistics untouched)."""
+        """(channels, rows, columns) of stage `index`'s map for `height` x `width` inputs."""
         count = len(self.net.feature_info.channels())
         if not -count <= index < count:
             raise ConfigError(
@@ -108,12 +109,7 @@ class Backbone(nn.Module):
                 f"{type(self.net).__name__}, which has {count} (use -1 for the last, or 0.."
                 f"{count - 1}; reductions {self.net.feature_info.reduction()})"
             )
-        was_training = self.training
-        self.eval()
-        try:
-            shape = self.stages(torch.zeros(1, 3, height, width))[index].shape
-        finally:
-            self.train(was_training)
+        shape = self._blank_pass(self.stages, height, width)[index].shape
         return int(shape[1]), int(shape[2]), int(shape[3])
 
     def target_features(self, images: torch.Tensor) -> torch.Tensor:
