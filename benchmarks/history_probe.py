@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/history_probe.py KEEP_DIR [--checkpoint PT] [--threads N]
         [--out FILE.json]
 
-KEEP_DIR is a `benchmarks/quality.py --keep` folder of a world with side roads (e.g. `--world
-junction_probability=0.85`); the checkpoint defaults to its trained model (`runs/model/best.pt`).
+KEEP_DIR is a `benchmarks/quality.py --keep` folder of a world with side roads (the benchmark's
+own world has them, `quality.BENCHMARK_WORLD`); the checkpoint defaults to its trained model
+(`runs/model/best.pt`).
 Whether a waiting bus stays put or a crossing one pulls out is the one thing in these worlds
 that only motion is meant to tell (`autoe2e.synthetic.motion_cues`). This script asks each
 representation on the way from the pixels to the planner how well it tells the two apart, on

@@ -152,27 +152,47 @@ def test_model_and_train_overrides_are_parsed_checked_and_kept_apart() -> None:
     and each override set trains in its own folder of a --keep world (resuming another
     config's checkpoint fails)."""
     model = quality.parse_model_overrides(
-        ['world_model_frames="cells"', "world_model_stage=2", "target_grid=4"]
+        ['world_model_frames="pooled"', "world_model_stage=-1", "target_grid=2"]
     )
-    assert model == {"world_model_frames": "cells", "world_model_stage": 2, "target_grid": 4}
+    assert model == {"world_model_frames": "pooled", "world_model_stage": -1, "target_grid": 2}
+    config = quality.model_config(model)  # on top of the benchmark's own model settings
+    assert (config.world_model_frames, config.target_grid, config.target_layer) == (
+        "pooled",
+        2,
+        quality.BENCHMARK_MODEL["target_layer"],
+    )
     with pytest.raises(ValueError, match="use_world_model"):
         quality.parse_model_overrides(["use_world_model=false"])  # what Q4 compares
     with pytest.raises(ValueError, match="target_gird=4"):
         quality.parse_model_overrides(["target_gird=4"])  # misspelt field
     with pytest.raises(ValueError, match="world_model_frames"):
         quality.parse_model_overrides(['world_model_frames="pixels"'])  # refused by ModelConfig
-    assert quality.runs_folder({}) == "runs"  # folders from before --model-set stay valid
-    folders = {quality.runs_folder(m) for m in ({}, model, {"target_grid": 4})}
+    assert quality.runs_folder({}) == "runs"  # the benchmark as it is
+    assert quality.runs_folder(dict(quality.BENCHMARK_MODEL)) == "runs"  # the same, spelt out
+    folders = {quality.runs_folder(m) for m in ({}, model, {"target_grid": 2})}
     assert len(folders) == 3
     assert quality.runs_folder(model) == quality.runs_folder(dict(reversed(model.items())))
-    training = quality.parse_train_overrides(['trajectory_time_weighting="linear"'])
-    assert training == {"trajectory_time_weighting": "linear"}
+    training = quality.parse_train_overrides(['trajectory_time_weighting="none"'])
+    assert training == {"trajectory_time_weighting": "none"}
     assert quality.runs_folder(model, training) not in folders
     assert quality.runs_folder({}, training) not in folders
     with pytest.raises(ValueError, match="--steps"):
         quality.parse_train_overrides(["max_steps=10"])  # the budget every variant shares
     with pytest.raises(ValueError, match="trajectory_time_weighting"):
         quality.parse_train_overrides(['trajectory_time_weighting="cubic"'])
+
+
+def test_the_benchmark_trains_on_its_own_world_model_and_training_settings() -> None:
+    """Without options the benchmark is the side-road world, the world model that reads cells
+    of the stride-8 map, and the near-term-weighted trajectory loss, for every variant."""
+    world = quality.world_config(7, 150)
+    assert world.junction_probability == quality.BENCHMARK_WORLD["junction_probability"]
+    assert quality.world_config(7, 150, {"junction_probability": 0.3}).junction_probability == 0.3
+    model = quality.model_config()
+    assert (model.name, model.world_model_frames, model.world_model_stage) == ("demo", "cells", 2)
+    train = quality.train_config(7, 1000)
+    assert train.trajectory_time_weighting == "linear"
+    assert (train.seed, train.split_seed, train.max_steps) == (7, 7, 1000)
 
 
 def test_world_overrides_are_parsed_and_bad_ones_are_named() -> None:
