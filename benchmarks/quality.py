@@ -138,9 +138,19 @@ def world_fields(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return {**BENCHMARK_WORLD, **(overrides or {})}
 
 
+def model_fields(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The demo ModelConfig fields the benchmark's model sets, `overrides` on top."""
+    return {**BENCHMARK_MODEL, **(overrides or {})}
+
+
+def train_fields(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The TrainConfig fields the benchmark's training sets, `overrides` on top."""
+    return {**BENCHMARK_TRAIN, **(overrides or {})}
+
+
 def model_config(overrides: dict[str, Any] | None = None) -> ModelConfig:
     """The model every variant starts from: the demo preset, `BENCHMARK_MODEL`, `overrides`."""
-    return ModelConfig.preset("demo", **{**BENCHMARK_MODEL, **(overrides or {})})
+    return ModelConfig.preset("demo", **model_fields(overrides))
 
 
 def parse_world_overrides(items: list[str]) -> dict[str, Any]:
@@ -209,11 +219,9 @@ def runs_folder(model: dict[str, Any], training: dict[str, Any] | None = None) -
     benchmark's own): "runs" for the benchmark as it is, else a folder per override set, so one
     generated world serves several designs without retraining or mixing them (resuming a
     checkpoint of another config is refused)."""
-    model = {**BENCHMARK_MODEL, **model}
-    training = {**BENCHMARK_TRAIN, **(training or {})}
-    if model == BENCHMARK_MODEL and training == BENCHMARK_TRAIN:
+    key = {"model": model_fields(model), "train": train_fields(training)}
+    if key == {"model": BENCHMARK_MODEL, "train": BENCHMARK_TRAIN}:
         return "runs"
-    key = {"model": model, "train": training}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return f"runs-model-{digest}"
 
@@ -316,8 +324,8 @@ def run(
     result["episodes"] = n
     # every setting that differs from the library's defaults, the benchmark's own included
     result["world_overrides"] = world_fields(world)
-    result["model_overrides"] = {**BENCHMARK_MODEL, **model}
-    result["train_overrides"] = {**BENCHMARK_TRAIN, **training}
+    result["model_overrides"] = model_fields(model)
+    result["train_overrides"] = train_fields(training)
     result["fingerprints"] = _fingerprints(root / "episodes", root / "data")
     # What the test episodes' motion-only cues (the side-road bus) can pay a perfect history:
     # the part of Q4 the world offers by design (autoe2e.synthetic.motion_cues).
