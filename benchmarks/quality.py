@@ -434,6 +434,29 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present and len(present) == len(values) else None
 
 
+def _q4_by_scenario(
+    by_scenario: list[dict[str, Any]] | None, train_seeds: list[int], seed: int
+) -> list[dict[str, Any]]:
+    """Q4's seed means per scenario label: where the world model's history pays and where it
+    costs. The first report scores every trained planner per scenario (`<name>_ade_3s_m`), each
+    replicate under its own name, so the means pair like Q4's. A scenario that misses a run's
+    value gets None rather than a mean of the rest."""
+    rows = []
+    for row in by_scenario or []:
+        means = {}
+        for side in Q4_PAIR:
+            values = [row.get(f"{_replicate(side, s, seed)}_ade_3s_m") for s in train_seeds]
+            means[side] = _mean(values)
+        on, off = means[Q4_PAIR[0]], means[Q4_PAIR[1]]
+        rows.append({
+            "scenario": row["scenario"], "samples": row["samples"],
+            "episodes": row.get("episodes"), "model_ade_3s_m": on,
+            "world_model_off_ade_3s_m": off,
+            "ratio": on / off if on is not None and off else None,
+        })  # fmt: skip
+    return rows
+
+
 def _summarise(
     report: dict[str, Any],
     seed: int,
@@ -544,6 +567,7 @@ def _summarise(
         test_samples=report["num_samples"],
         rows={k: {"ade_3s_m": v, "ci95": ci} for k, (v, ci) in rows.items()},
         by_scenario=report.get("by_scenario"),
+        q4_by_scenario=_q4_by_scenario(report.get("by_scenario"), out["train_seeds"], seed),
         jepa_per_horizon=diag.get("per_horizon"),
     )
     return out
@@ -570,6 +594,11 @@ def _print(result: dict[str, Any]) -> None:
         print(f"  scenario {row['scenario']:14s} {row['samples']:5d} samples: model "
               f"{row.get('model_ade_3s_m') or float('nan'):.2f} m, CV "
               f"{row.get('constant_velocity_ade_3s_m') or float('nan'):.2f} m")  # fmt: skip
+    for row in result.get("q4_by_scenario") or []:
+        on, off, r = row["model_ade_3s_m"], row["world_model_off_ade_3s_m"], row["ratio"]
+        if r is not None:
+            print(f"  Q4 in {row['scenario']:16s} (seed means) world model on {on:.3f} m / off "
+                  f"{off:.3f} m = {r:.3f} ({row['episodes']} episodes)")  # fmt: skip
     price = result.get("motion_cue_price")
     if price:
         print(f"motion-only cues: a perfect history can gain at most {price['mean_gain_m']:.3f} m "

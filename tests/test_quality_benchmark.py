@@ -105,6 +105,33 @@ def test_the_table_names_each_seed_and_how_many_runs_met(capsys: pytest.CaptureF
     assert "any on-run / off-run pairing 0.800-1.100, met in 2 of 4" in text
 
 
+def test_q4_is_broken_down_by_scenario_on_the_seed_means(capsys: pytest.CaptureFixture) -> None:
+    trained = {"world_model_off": 0.50, "ego_only": 0.80, "no_camera": 0.70,
+               "world_model_off_seed107": 0.40, "model_seed107": 0.44}  # fmt: skip
+    first = _report(0.40, 2.0, [0.9], [1.0], 0.4, trained)
+    first["by_scenario"] = [
+        {"scenario": "crossing_vehicle", "samples": 90, "episodes": 3, "model_ade_3s_m": 0.2,
+         "model_seed107_ade_3s_m": 0.3, "world_model_off_ade_3s_m": 0.4,
+         "world_model_off_seed107_ade_3s_m": 0.6},
+        # a replicate without a value here: no mean of the rest
+        {"scenario": "obstacle", "samples": 10, "episodes": 1, "model_ade_3s_m": 0.5,
+         "world_model_off_ade_3s_m": 0.4, "world_model_off_seed107_ade_3s_m": 0.4},
+    ]  # fmt: skip
+    second = _report(0.44, 0.88, [0.5], [1.0], 0.3)
+    result = quality._summarise(first, 7, 60.0, {}, 1000, {7: first, 107: second})
+    crossing, obstacle = result["q4_by_scenario"]
+    assert crossing["scenario"] == "crossing_vehicle" and crossing["episodes"] == 3
+    assert crossing["model_ade_3s_m"] == pytest.approx(0.25)
+    assert crossing["world_model_off_ade_3s_m"] == pytest.approx(0.5)
+    assert crossing["ratio"] == pytest.approx(0.5)
+    assert obstacle["model_ade_3s_m"] is None and obstacle["ratio"] is None
+    quality._print(result)
+    text = capsys.readouterr().out
+    assert "Q4 in crossing_vehicle" in text
+    assert "on 0.250 m / off 0.500 m = 0.500 (3 episodes)" in text
+    assert "Q4 in obstacle" not in text
+
+
 def test_a_run_without_a_value_leaves_the_target_unmet() -> None:
     result = _two_seeds(second_rankme=None)
     assert result["Q7"]["value"] is None and not result["Q7"]["met"]
