@@ -145,6 +145,9 @@ def representations(model: AutoE2E, item: dict[str, Any], views: list[int]) -> d
     last, read = model.feature_maps(history)  # [H, V, C, h, w]: the planner's, the world model's
     pooled = last.mean(dim=(-2, -1))  # [H, V, C], the planner's view of each frame
     cells = last[:, views].flatten(1)  # [H, ...], where things stand in the side road's views
+    # The map the world model reads (`world_model_stage`): whether the bus is in its input at
+    # all, apart from whether the world model keeps it (the planner's last map may not say).
+    read_cells = read[:, views].flatten(1)
     index = item["camera_index"][None]
     visual = model.world_model.encode_history(read[None], index, item["history_valid"][None])
     frames = visual.view(len(pooled), -1)  # [H, E], one embedding per frame
@@ -168,6 +171,7 @@ def representations(model: AutoE2E, item: dict[str, Any], views: list[int]) -> d
         "backbone cells (front, right), current frame + change in 1 s": torch.cat(
             [cells[-1], cells[-1] - cells[-2]]
         ),
+        "backbone cells the world model reads (front, right), current frame": read_cells[-1],
         "world model, current frame's embedding": frames[-1],
         "world model, visual history (planner input)": visual[0],
         "world model, current embedding + change in 1 s": torch.cat(

@@ -118,6 +118,11 @@ def test_every_representation_comes_from_one_sample_window(frames: str, stage: i
     assert found["backbone cells (front, right), current frame + change in 1 s"].numel() == (
         2 * cells.numel()
     )
+    read = found["backbone cells the world model reads (front, right), current frame"]
+    channels, rows, columns = model.backbone.stage_shape(stage, 64, 96)
+    stride = 8 if stage == 2 else 32  # MobileNetV3: stage 2 is the stride-8 map, -1 the last
+    assert (rows, columns) == (64 // stride, 96 // stride)
+    assert read.numel() == 2 * channels * rows * columns  # the two views' maps, not the last's
     uint8_batch = {**batch, "images": item["history_images"][None, -1],
                    "history_images": item["history_images"][None]}  # fmt: skip
     with torch.no_grad():
