@@ -434,6 +434,11 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present and len(present) == len(values) else None
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing (or b is 0): an unmet target, never a guess."""
+    return a / b if a is not None and b else None
+
+
 def _q4_by_scenario(
     by_scenario: list[dict[str, Any]] | None, train_seeds: list[int], seed: int
 ) -> list[dict[str, Any]]:
@@ -443,16 +448,14 @@ def _q4_by_scenario(
     value gets None rather than a mean of the rest."""
     rows = []
     for row in by_scenario or []:
-        means = {}
-        for side in Q4_PAIR:
-            values = [row.get(f"{_replicate(side, s, seed)}_ade_3s_m") for s in train_seeds]
-            means[side] = _mean(values)
-        on, off = means[Q4_PAIR[0]], means[Q4_PAIR[1]]
+        on, off = (
+            _mean([row.get(f"{_replicate(side, s, seed)}_ade_3s_m") for s in train_seeds])
+            for side in Q4_PAIR
+        )
         rows.append({
             "scenario": row["scenario"], "samples": row["samples"],
             "episodes": row.get("episodes"), "model_ade_3s_m": on,
-            "world_model_off_ade_3s_m": off,
-            "ratio": on / off if on is not None and off else None,
+            "world_model_off_ade_3s_m": off, "ratio": _ratio(on, off),
         })  # fmt: skip
     return rows
 
@@ -513,17 +516,14 @@ def _summarise(
     horizons = len(per_seed[0]["Q5_per_horizon"])
     jepa_ratios = [_mean([row["Q5_per_horizon"][h] for row in per_seed]) for h in range(horizons)]
 
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a is not None and b else None
-
     # Q1-Q4: ratios of the seed-mean ADE@3s (a ratio of means, not a mean of per-seed ratios:
     # on and off are trained independently, so which runs pair up is arbitrary); Q5-Q7: the
     # mean of the per-seed values (each a property of one trained model).
     values = {
-        "Q1": ratio(mean_on, baselines["constant_velocity"][metric]),
-        "Q2": ratio(mean_on, trained["ego_only"][metric]),
-        "Q3": ratio(mean_on, trained["no_camera"][metric]),
-        "Q4": ratio(mean_on, mean_off),
+        "Q1": _ratio(mean_on, baselines["constant_velocity"][metric]),
+        "Q2": _ratio(mean_on, trained["ego_only"][metric]),
+        "Q3": _ratio(mean_on, trained["no_camera"][metric]),
+        "Q4": _ratio(mean_on, mean_off),
         "Q5": max(jepa_ratios) if jepa_ratios and None not in jepa_ratios else None,
         "Q6": _mean([row["Q6"] for row in per_seed]),
         "Q7": _mean([row["Q7"] for row in per_seed]),
@@ -539,7 +539,7 @@ def _summarise(
     # inside this range is one draw of the runs' order, not an established effect.
     ons = [row["model_ade_3s_m"] for row in per_seed]
     offs = [row["world_model_off_ade_3s_m"] for row in per_seed]
-    pairings = [r for a in ons for b in offs if (r := ratio(a, b)) is not None]
+    pairings = [r for a in ons for b in offs if (r := _ratio(a, b)) is not None]
     target, how, _ = TARGETS["Q4"]
     out["Q4"]["pairings"] = {
         "min": min(pairings, default=None),

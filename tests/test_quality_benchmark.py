@@ -55,7 +55,9 @@ def _report(
     }
 
 
-def _two_seeds(second_rankme: float | None = 0.2) -> dict[str, Any]:
+def _two_seeds(
+    second_rankme: float | None = 0.2, by_scenario: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     trained = {
         "world_model_off": 0.50,
         "ego_only": 0.80,
@@ -64,6 +66,8 @@ def _two_seeds(second_rankme: float | None = 0.2) -> dict[str, Any]:
         "model_seed107": 0.44,
     }
     first = _report(0.40, 2.0, [0.9, 0.8], [1.0, 1.0], 0.4, trained)
+    if by_scenario is not None:
+        first["by_scenario"] = by_scenario
     second = _report(0.44, 0.88, [0.5, 1.1], [1.0, 1.0], second_rankme)
     return quality._summarise(first, 7, 60.0, {}, 1000, {7: first, 107: second})
 
@@ -106,10 +110,7 @@ def test_the_table_names_each_seed_and_how_many_runs_met(capsys: pytest.CaptureF
 
 
 def test_q4_is_broken_down_by_scenario_on_the_seed_means(capsys: pytest.CaptureFixture) -> None:
-    trained = {"world_model_off": 0.50, "ego_only": 0.80, "no_camera": 0.70,
-               "world_model_off_seed107": 0.40, "model_seed107": 0.44}  # fmt: skip
-    first = _report(0.40, 2.0, [0.9], [1.0], 0.4, trained)
-    first["by_scenario"] = [
+    by_scenario = [
         {"scenario": "crossing_vehicle", "samples": 90, "episodes": 3, "model_ade_3s_m": 0.2,
          "model_seed107_ade_3s_m": 0.3, "world_model_off_ade_3s_m": 0.4,
          "world_model_off_seed107_ade_3s_m": 0.6},
@@ -117,8 +118,7 @@ def test_q4_is_broken_down_by_scenario_on_the_seed_means(capsys: pytest.CaptureF
         {"scenario": "obstacle", "samples": 10, "episodes": 1, "model_ade_3s_m": 0.5,
          "world_model_off_ade_3s_m": 0.4, "world_model_off_seed107_ade_3s_m": 0.4},
     ]  # fmt: skip
-    second = _report(0.44, 0.88, [0.5], [1.0], 0.3)
-    result = quality._summarise(first, 7, 60.0, {}, 1000, {7: first, 107: second})
+    result = _two_seeds(by_scenario=by_scenario)
     crossing, obstacle = result["q4_by_scenario"]
     assert crossing["scenario"] == "crossing_vehicle" and crossing["episodes"] == 3
     assert crossing["model_ade_3s_m"] == pytest.approx(0.25)
