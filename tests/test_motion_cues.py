@@ -23,6 +23,11 @@ from autoe2e.synthetic.motion_cues import (
 )
 from autoe2e.synthetic.plan import plan_episode
 from autoe2e.synthetic.render import forward_camera
+from autoe2e.synthetic.traffic import (
+    MIN_PULL_OUT_LEAD_S,
+    VEHICLE_LENGTH_M,
+    side_road_near_edge_m,
+)
 
 #: Reference side-road episodes for the posterior in these tests (the default 200 take ~20 s).
 FEW_REFERENCES = 40
@@ -147,3 +152,36 @@ def test_a_world_prices_its_side_roads_and_nothing_else() -> None:
 def test_a_bad_world_config_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="junction_probability"):
         world_cue_price(_world(junction_probability=1.5), references=FEW_REFERENCES)
+
+
+def test_a_later_pull_out_makes_the_ego_brake_harder_and_the_bus_motion_worth_more() -> None:
+    """`junction_pull_out_lead_s`: at the shortest lead allowed the yielding ego still stops
+    before the side road while the bus is in it, braking harder than at the default; and the
+    same episodes, with the bus pulling out later, price the history higher."""
+    late = _world(
+        junction_pull_out_probability=1.0,
+        junction_pull_out_lead_s=[MIN_PULL_OUT_LEAD_S, MIN_PULL_OUT_LEAD_S],
+    )
+    default = dataclasses.replace(late, junction_pull_out_lead_s=[2.4, 3.4])
+    hardest = {}
+    for cfg in (late, default):
+        decel = []
+        for index in range(6):
+            plan = _plan(cfg, index)
+            junction, motion = plan.plan.junction, plan.motion
+            edge = float(plan.lane.lane_s_of(junction.road_s_m)) + side_road_near_edge_m()
+            in_road = (motion.t >= junction.pull_out_time_s) & (motion.t <= junction.clear_time_s())
+            front = motion.ego_s[in_road] + VEHICLE_LENGTH_M / 2
+            assert front.max() < edge, (cfg.junction_pull_out_lead_s, index)
+            decel.append(-motion.ego_a.min())
+        hardest[cfg is late] = max(decel)
+    assert hardest[True] > hardest[False] + 1.0, hardest
+
+    mixed = dict(junction_pull_out_probability=0.5, num_episodes=8)
+    priced = {
+        lead: world_cue_price(
+            _world(**mixed, junction_pull_out_lead_s=lead), references=FEW_REFERENCES
+        ).mean_gain_m
+        for lead in ((2.0, 2.6), (2.4, 3.4))
+    }
+    assert priced[(2.0, 2.6)] > 1.2 * priced[(2.4, 3.4)] > 0.0, priced

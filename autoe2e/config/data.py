@@ -41,6 +41,12 @@ class GenerateConfig:
     #: last seconds tells which (a cue for the world model's 1 Hz history).
     junction_probability: float = 0.6
     junction_pull_out_probability: float = 0.6
+    #: [shortest, longest] seconds between a crossing bus pulling out and the moment the ego
+    #: would reach the side road had it not yielded (drawn uniformly per episode). Shorter: the
+    #: ego is closer when the bus pulls out and brakes harder (up to 8 m/s^2), so the crossing
+    #: and waiting futures part more within 3 s and the bus's motion, the one cue only the
+    #: history shows, is worth more (`benchmarks/motion_cues.py` prices it).
+    junction_pull_out_lead_s: list[float] = field(default_factory=lambda: [2.4, 3.4])
     oncoming_traffic_density: float = 0.5
     max_speed_mps: float = 20.0
     max_lateral_accel_mps2: float = 2.5

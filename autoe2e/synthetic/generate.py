@@ -118,6 +118,16 @@ def check_config(config: GenerateConfig) -> GenerateConfig:
     require(
         0.5 <= config.comfortable_decel_mps2 <= 8.0, "comfortable_decel_mps2", "use 0.5 .. 8 m/s^2"
     )
+    lead = config.junction_pull_out_lead_s
+    require(
+        isinstance(lead, list | tuple)
+        and len(lead) == 2
+        and all(isinstance(v, int | float) for v in lead)
+        and traffic.MIN_PULL_OUT_LEAD_S <= lead[0] <= lead[1] <= 10.0,
+        "junction_pull_out_lead_s",
+        f"give [shortest, longest] seconds, {traffic.MIN_PULL_OUT_LEAD_S} <= shortest <= "
+        "longest <= 10 (shorter, a yielding ego could not stop before the side road)",
+    )
     require(0 <= config.crf <= 51, "crf", "use 0 (lossless) .. 51")
     require(config.camera_fps <= 240.0, "camera_fps", "use <= 240")
     require(

@@ -107,6 +107,10 @@ SIDE_VEHICLE_VISIBLE_RANGE_M = 100.0
 #: nothing about which it is.
 JUNCTION_ZONE_M = 150.0
 JUNCTION_SPEED_MPS = 12.5
+#: The shortest `junction_pull_out_lead_s` allowed: at the zone's 12.5 m/s, after the longest
+#: perception delay (0.8 s, 10 m) the ego still needs ~10 m of its hardest braking (8 m/s^2,
+#: jerk-limited) to stop before the side road; 1.8 s leaves it that (tests/test_motion_cues.py).
+MIN_PULL_OUT_LEAD_S = 1.8
 
 
 @dataclass(frozen=True)
@@ -404,17 +408,17 @@ def plan_junction(
     """A side road at `road_s_m` (the caller makes the road straight for `JUNCTION_ZONE_M`
     before it, what the front camera sees during the approach) and its bus.
 
-    A crossing bus passes the give-way line 2.4-3.4 s before the ego would reach the side road
-    (the caller times it, from a drive past a waiting bus), so the ego has to brake firmly but
-    comfortably. A waiting bus stands 0-25 m back from the line: as far up the arm as a
-    crossing bus is while the camera shows it approaching, so its position in one frame does
-    not give it away.
+    A crossing bus passes the give-way line `junction_pull_out_lead_s` (default 2.4-3.4 s)
+    before the ego would reach the side road (the caller times it, from a drive past a waiting
+    bus), so the ego has to brake firmly but (at the default) comfortably. A waiting bus stands
+    0-25 m back from the line: as far up the arm as a crossing bus is while the camera shows it
+    approaching, so its position in one frame does not give it away.
     """
     return JunctionPlan(
         road_s_m=road_s_m,
         pulls_out=bool(rng.random() < config.junction_pull_out_probability),
         speed_mps=float(rng.uniform(4.0, 7.0)),
-        pull_out_lead_s=float(rng.uniform(2.4, 3.4)),
+        pull_out_lead_s=float(rng.uniform(*config.junction_pull_out_lead_s)),
         wait_back_m=float(rng.uniform(0.0, 25.0)),
         perception_s=float(rng.uniform(0.4, 0.8)),
         brake_decel_mps2=float(rng.uniform(0.9, 1.1)) * config.comfortable_decel_mps2,
