@@ -23,11 +23,7 @@ from autoe2e.synthetic.motion_cues import (
 )
 from autoe2e.synthetic.plan import plan_episode
 from autoe2e.synthetic.render import forward_camera
-from autoe2e.synthetic.traffic import (
-    MIN_PULL_OUT_LEAD_S,
-    VEHICLE_LENGTH_M,
-    side_road_near_edge_m,
-)
+from autoe2e.synthetic.traffic import MIN_PULL_OUT_LEAD_S, VEHICLE_LENGTH_M
 
 #: Reference side-road episodes for the posterior in these tests (the default 200 take ~20 s).
 FEW_REFERENCES = 40
@@ -169,7 +165,7 @@ def test_a_later_pull_out_makes_the_ego_brake_harder_and_the_bus_motion_worth_mo
         for index in range(6):
             plan = _plan(cfg, index)
             junction, motion = plan.plan.junction, plan.motion
-            edge = float(plan.lane.lane_s_of(junction.road_s_m)) + side_road_near_edge_m()
+            edge = junction.near_edge_lane_s(plan.lane)
             in_road = (motion.t >= junction.pull_out_time_s) & (motion.t <= junction.clear_time_s())
             front = motion.ego_s[in_road] + VEHICLE_LENGTH_M / 2
             assert front.max() < edge, (cfg.junction_pull_out_lead_s, index)

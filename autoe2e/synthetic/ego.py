@@ -42,7 +42,6 @@ from autoe2e.synthetic.traffic import (
     BrakeEvent,
     TrafficPlan,
     clear_delay_s,
-    side_road_near_edge_m,
 )
 
 #: Simulation step; outputs are interpolated to camera and telemetry times.
@@ -306,7 +305,7 @@ def simulate(
     junction = plan.junction if plan.junction is not None and plan.junction.pulls_out else None
     if junction is not None:
         # Yield: the ego's front stops JUNCTION_GAP_M before the side road's near edge.
-        side_edge = float(lane.lane_s_of(junction.road_s_m)) + side_road_near_edge_m()
+        side_edge = junction.near_edge_lane_s(lane)
         junction_line = side_edge - JUNCTION_GAP_M + STOP_MARGIN_M
         junction_from = junction.pull_out_time_s + junction.perception_s
         junction_until = junction.clear_time_s() + junction.ego_go_reaction_s

@@ -206,8 +206,11 @@ class JunctionPlan:
 
     def arrival_time_s(self, lane: Lane, time_s: np.ndarray, lane_s: np.ndarray) -> float:
         """When an ego driving (`time_s`, `lane_s`) has its front at the side road's edge."""
-        edge = float(lane.lane_s_of(self.road_s_m)) + side_road_near_edge_m()
-        return float(np.interp(edge - VEHICLE_LENGTH_M / 2, lane_s, time_s))
+        return float(np.interp(self.near_edge_lane_s(lane) - VEHICLE_LENGTH_M / 2, lane_s, time_s))
+
+    def near_edge_lane_s(self, lane: Lane) -> float:
+        """Ego-lane arc length of the side road's near edge: where a yielding ego must stop."""
+        return float(lane.lane_s_of(self.road_s_m)) + side_road_near_edge_m()
 
     def arm_position_m(self, t: np.ndarray | float) -> np.ndarray:
         """Where the bus's centre is at time `t`: metres along the right arm from the junction
