@@ -1,20 +1,24 @@
 """How the quality benchmark turns evaluation reports into its targets when the model is trained
 with several seeds: Q1-Q4 from the seed-mean ADE@3s, Q5-Q7 as means of each model's own values,
-every target with its per-seed values and the number of runs that met it."""
+every target with its per-seed values and the number of runs that met it; and how `--jobs`
+runs trainings side by side (the same weights as one at a time, valid work kept on a failure)."""
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from episode_factory import TINY_PREPARE, write_episode
+from tiny_configs import shard_model_config
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-_SPEC = importlib.util.spec_from_file_location("quality_benchmark", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-quality = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(quality)
+from autoe2e import pipeline
+from autoe2e.config import TrainConfig
+from autoe2e.model.checkpoint import read_checkpoint
+from autoe2e.training import train
+from benchmarks import quality  # importable by name, so --jobs can run it in child processes
 
 
 def _entry(ade: float, **extra: Any) -> dict[str, Any]:
@@ -248,3 +252,56 @@ def test_a_kept_folder_of_another_world_is_refused_before_anything_runs(
     with pytest.raises(SystemExit, match="another --keep folder"):
         quality.run(7, 10, tmp_path, world={"junction_probability": 0.5})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episodes"]  # nothing generated
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("jobs")
+    for i in range(4):
+        write_episode(root / "episodes", f"ep{i}", duration_s=6.0, heading=0.3 * i)
+    config = dataclasses.replace(TINY_PREPARE, workers=1)
+    return pipeline.prepare_stage(str(root / "episodes"), str(root / "data"), config).manifest_uri
+
+
+def _trainings(manifest: str, folder: Path) -> list[tuple[Any, tuple[Any, ...]]]:
+    """A world-model training and one without, with their own seeds, as `run` schedules them."""
+    model = shard_model_config()
+    off = dataclasses.replace(model, use_world_model=False)
+    tcfg = TrainConfig(
+        epochs=1, max_steps=3, batch_size=4, warmup_steps=1, val_fraction=0.25, test_fraction=0.25
+    )
+    return [
+        (train, (manifest, str(folder / name), cfg, dataclasses.replace(tcfg, seed=seed)))
+        for name, cfg, seed in (("off", off, 1), ("model", model, 2))
+    ]
+
+
+def _weights(checkpoint_uri: str) -> dict[str, torch.Tensor]:
+    return read_checkpoint(Path(checkpoint_uri).read_bytes())["state_dict"]
+
+
+def test_two_jobs_at_a_time_train_the_same_weights_as_one_at_a_time(
+    tiny_manifest: str, tmp_path: Path
+) -> None:
+    serial = quality._in_parallel(1, _trainings(tiny_manifest, tmp_path / "serial"))
+    parallel = quality._in_parallel(2, _trainings(tiny_manifest, tmp_path / "parallel"))
+    # results come back in the order of the calls, whatever order they ran in
+    assert [Path(r.checkpoint_uri).parent.name for r in parallel] == ["off", "model"]
+    for one, two in zip(serial, parallel, strict=True):
+        assert one.steps == two.steps == 3
+        first, second = _weights(one.checkpoint_uri), _weights(two.checkpoint_uri)
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[key], second[key]) for key in first)
+    # two different trainings, so equal weights above are not equal by construction
+    off, model = (_weights(result.checkpoint_uri) for result in serial)
+    assert any(not torch.equal(off[key], model[key]) for key in off.keys() & model.keys())
+
+
+def test_a_failing_job_raises_after_the_running_one_has_saved_its_training(
+    tiny_manifest: str, tmp_path: Path
+) -> None:
+    good, bad = _trainings(tiny_manifest, tmp_path)
+    broken = (bad[0], (str(tmp_path / "no-such-manifest.json"), *bad[1][1:]))
+    with pytest.raises(Exception, match="no-such-manifest"):
+        quality._in_parallel(2, [good, broken])
+    assert (tmp_path / "off" / "best.pt").exists()  # valid work is kept for a --keep rerun
