@@ -37,6 +37,7 @@ budget, split or seeds); under `--keep` such runs get their own folder, next to 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -45,6 +46,8 @@ import logging
 import multiprocessing
 import os
 import platform
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -269,7 +272,8 @@ def _train_one(
     return result.checkpoint_uri, seconds
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, parent: int) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)  # the parent's count: the same floats as a serial run
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
 
@@ -291,7 +295,10 @@ def _in_parallel(jobs: int, calls: list[tuple[Callable[..., Any], tuple[Any, ...
     results: dict[int, Any] = {}
     context = multiprocessing.get_context("spawn")  # no forked torch / thread state
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(torch.get_num_threads(),)
+        jobs,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(torch.get_num_threads(), os.getpid()),
     ) as pool:
         futures = {pool.submit(calls[i][0], *calls[i][1]): i for i in order}
         try:
@@ -301,6 +308,21 @@ def _in_parallel(jobs: int, calls: list[tuple[Callable[..., Any], tuple[Any, ...
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[i] for i in range(len(calls))]
+
+
+#: prctl(2) option: the signal a process gets when the thread that started it dies
+PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker outlives a killed benchmark (SIGKILL, or SIGTERM to it alone): it would finish its
+    training (up to ~20 min) beside a `--keep` rerun that resumes the same run folder, two
+    writers on one checkpoint. On Linux the kernel sends it SIGTERM when the parent dies; its
+    last checkpoint stays and the rerun resumes there."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _expected_cost(call: tuple[Callable[..., Any], tuple[Any, ...]]) -> int:

@@ -6,6 +6,10 @@ runs trainings side by side (the same weights as one at a time, valid work kept 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +309,53 @@ def test_a_failing_job_raises_after_the_running_one_has_saved_its_training(
     with pytest.raises(Exception, match="no-such-manifest"):
         quality._in_parallel(2, [good, broken])
     assert (tmp_path / "off" / "best.pt").exists()  # valid work is kept for a --keep rerun
+
+
+_HOLDER = """
+import os, sys, time
+from benchmarks import quality
+
+def hold(path):
+    with open(path + ".tmp", "w") as out:
+        out.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(300)
+
+if __name__ == "__main__":
+    quality._in_parallel(2, [(hold, (sys.argv[1] + "/a",)), (hold, (sys.argv[1] + "/b",))])
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().split()[2] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(tmp_path: Path) -> None:
+    """A rerun under --keep must not meet a worker of the killed run still writing its folder."""
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER)
+    root = str(Path(__file__).resolve().parents[1])
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], env={**os.environ, "PYTHONPATH": root}
+    )
+    try:
+        pid_files = [tmp_path / "a", tmp_path / "b"]
+        deadline = time.monotonic() + 120
+        while not all(p.exists() for p in pid_files) and time.monotonic() < deadline:
+            assert parent.poll() is None, "the benchmark process ended early"
+            time.sleep(0.2)
+        workers = [int(p.read_text()) for p in pid_files]
+        assert all(_alive(pid) for pid in workers)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
