@@ -19,12 +19,12 @@ up to 3 s.
 `--train-seeds K` trains the model and world model off K times (TrainConfig.seed = S, S + 100,
 ...; the split stays that of S), evaluates every model replicate on the same test samples and
 scores each target on the K runs: one training run's Q4 moved by more than Q4's margin, and
-Q5 / Q7 with it (README), so a claim about the model needs K >= 2. Q1-Q4 are ratios of the
-seed-mean ADE@3s (on and off are trained independently: pairing single runs is arbitrary),
-Q5 the worst horizon of the per-horizon means, Q6 and Q7 the means of the per-seed values;
-each target also says in how many runs it was met. `--jobs 2` trains (and evaluates) two
-at a time, each in its own process at `--threads`: on 2 cores a K = 3 run then takes about
-half the time, with the same weights as one at a time.
+Q5 / Q7 with it (`benchmarks/quality-log.md`), so a claim about the model needs K >= 2. Q1-Q4
+are ratios of the seed-mean ADE@3s (on and off are trained independently: pairing single runs
+is arbitrary), Q5 the worst horizon of the per-horizon means, Q6 and Q7 the means of the
+per-seed values; each target also says in how many runs it was met. `--jobs 2` trains (and
+evaluates) two at a time, each in its own process at `--threads`: on 2 cores a K = 3 run took
+52 min instead of ~100, with the same weights and numbers as one at a time.
 
 `--world FIELD=JSON` changes one field of the generated world's `GenerateConfig` (repeatable),
 e.g. the scenario mix, to try a world design on the whole benchmark; the report records them.
@@ -101,7 +101,7 @@ BENCHMARK_MODEL: dict[str, Any] = {
 }
 #: The training: the trajectory loss weights step k of T by (T - k + 1) / T, so the planners
 #: are trained for the near-term plan that ADE@3s scores; with the plain mean the history
-#: paid over 6.4 s and was traded against the first 3 s (README, "Driving quality").
+#: paid over 6.4 s and was traded against the first 3 s (`benchmarks/quality-log.md`).
 BENCHMARK_TRAIN: dict[str, Any] = {"trajectory_time_weighting": "linear"}
 #: the two variants Q4 compares, trained once per training seed
 Q4_PAIR = ("model", "world_model_off")
@@ -434,7 +434,8 @@ FINGERPRINT_PACKAGES = ("torch", "torchvision", "timm", "numpy", "av", "pillow",
 def _fingerprints(episodes_dir: Path, data_dir: Path) -> dict[str, Any]:
     """What two runs must share to be comparable: the generated inputs, the prepared samples and
     frames, the package versions and the CPU. The same code gave different training results in
-    two sessions (README); these say which differed, down to the kind of input file."""
+    two sessions (`benchmarks/quality-log.md`); these say which differed, down to the kind of
+    input file."""
     manifest = json.loads((data_dir / "manifest.json").read_text())
     # file_fingerprints gives "size:sha256" for local files; the sha256 alone is what compares
     shards = file_fingerprints(str(data_dir / "shards"))
@@ -444,7 +445,8 @@ def _fingerprints(episodes_dir: Path, data_dir: Path) -> dict[str, Any]:
         "shards_sha256": {name: fp.split(":", 1)[1] for name, fp in sorted(shards.items())},
         "packages": {name: importlib.metadata.version(name) for name in FINGERPRINT_PACKAGES},
         # The CPU kernels torch picks change the arithmetic: 30 steps on the same data gave best
-        # val ADE 5.120596 m with AVX512 and 5.120091 m with ATEN_CPU_CAPABILITY=avx2 (README);
+        # val ADE 5.120596 m with AVX512 and 5.120091 m with ATEN_CPU_CAPABILITY=avx2
+        # (benchmarks/quality-log.md);
         # numpy also dispatches its float kernels (the renderer's) on AVX512.
         "cpu": {
             "model": _cpu_model(),

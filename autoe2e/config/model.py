@@ -74,7 +74,7 @@ class ModelConfig:
     #: current frame. Measured on the quality benchmark's validation episodes (worlds 7 / 8,
     #: 1,000 steps, two training seeds each), mean ADE@3s 0.329 / 0.458 m with the gradient
     #: against 0.330 / 0.455 detached (world model off 0.350 / 0.470), for 1.65-1.77x the step time
-    #: (`benchmarks/model.py`); README, "Driving quality".
+    #: (`benchmarks/model.py`); `benchmarks/quality-log.md`.
     stop_gradient_world_model: bool = True
     #: Trained baselines that share everything else with the model: "no_camera" gives the
     #: planner no camera information (map + ego history), "ego_only" neither cameras nor map
