@@ -338,7 +338,7 @@ def _expected_cost(call: tuple[Callable[..., Any], tuple[Any, ...]]) -> int:
     cfg: ModelConfig = args[2]
     if cfg.use_world_model:
         return 3
-    return 2 if cfg.input_ablation in (None, "none") else 0
+    return 2 if cfg.input_ablation == "none" else 0
 
 
 def run(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 from episode_factory import TINY_PREPARE, write_episode
+from processes import pid_alive
 from tiny_configs import shard_model_config
 
 from autoe2e import pipeline
@@ -326,15 +327,6 @@ if __name__ == "__main__":
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().split()[2] != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
 def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(tmp_path: Path) -> None:
     """A rerun under --keep must not meet a worker of the killed run still writing its folder."""
@@ -351,11 +343,11 @@ def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(tmp_path: Pat
             assert parent.poll() is None, "the benchmark process ended early"
             time.sleep(0.2)
         workers = [int(p.read_text()) for p in pid_files]
-        assert all(_alive(pid) for pid in workers)
+        assert all(pid_alive(pid) for pid in workers)
     finally:
         parent.kill()
         parent.wait()
     deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in workers)
+    assert not any(pid_alive(pid) for pid in workers)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from k8s_render import CHARTS, ROOT, of_kind, parse_manifests, validate_core
+from processes import pid_alive
 
 SCRIPT = ROOT / "scripts" / "sandbox"
 SANDBOX = CHARTS / "sandbox"
@@ -365,20 +366,10 @@ def test_up_status_down_run_their_commands(stub_tools: tuple[str, Path], tmp_pat
     finally:
         down = sandbox("down", path=path, state=state, STUB_LOG=str(log))
         time.sleep(0.5)
-        alive = [pid for pid in pids if _alive(pid)]
+        alive = [pid for pid in pids if pid_alive(pid)]
         for pid in alive:  # only the stub port-forwards this test started
             os.kill(pid, signal.SIGTERM)
     assert down.returncode == 0, down.stderr
     assert not alive, "down left port-forwards running"
     assert log.read_text().splitlines()[-1] == "kind delete cluster --name autoe2e"
     assert not list(state.glob("*.pid"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped by init) counts as gone
-    stat_file = Path(f"/proc/{pid}/stat")
-    return not (stat_file.exists() and stat_file.read_text().split(") ")[-1].startswith("Z"))
