@@ -38,7 +38,6 @@ budget, split or seeds); under `--keep` such runs get their own folder, next to 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -47,12 +46,10 @@ import logging
 import multiprocessing
 import os
 import platform
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +64,7 @@ from autoe2e.storage import file_fingerprints
 from autoe2e.synthetic import episode_index, generate_episodes
 from autoe2e.synthetic.motion_cues import world_cue_price
 from autoe2e.training import train
+from autoe2e.workers import worker_pool
 
 logger = logging.getLogger("benchmarks.quality")
 
@@ -277,8 +275,7 @@ def _train_one(
     return result.checkpoint_uri, seconds
 
 
-def _start_worker(threads: int, parent: int) -> None:
-    _exit_with_parent(parent)
+def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)  # the parent's count: the same floats as a serial run
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
 
@@ -299,11 +296,10 @@ def _in_parallel(jobs: int, calls: list[tuple[Callable[..., Any], tuple[Any, ...
     order = sorted(range(len(calls)), key=lambda i: -_expected_cost(calls[i]))
     results: dict[int, Any] = {}
     context = multiprocessing.get_context("spawn")  # no forked torch / thread state
-    with ProcessPoolExecutor(
-        jobs,
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(torch.get_num_threads(), os.getpid()),
+    # Workers stop if this process is killed, instead of training on (up to ~20 min) beside a
+    # --keep rerun that resumes the same run folder (`autoe2e.workers`).
+    with worker_pool(
+        jobs, context=context, setup=_start_worker, setup_args=(torch.get_num_threads(),)
     ) as pool:
         futures = {pool.submit(calls[i][0], *calls[i][1]): i for i in order}
         try:
@@ -313,21 +309,6 @@ def _in_parallel(jobs: int, calls: list[tuple[Callable[..., Any], tuple[Any, ...
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[i] for i in range(len(calls))]
-
-
-#: prctl(2) option: the signal a process gets when the thread that started it dies
-PR_SET_PDEATHSIG = 1
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker outlives a killed benchmark (SIGKILL, or SIGTERM to it alone): it would finish its
-    training (up to ~20 min) beside a `--keep` rerun that resumes the same run folder, two
-    writers on one checkpoint. On Linux the kernel sends it SIGTERM when the parent dies; its
-    last checkpoint stays and the rerun resumes there."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _expected_cost(call: tuple[Callable[..., Any], tuple[Any, ...]]) -> int:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pid_alive(pid: int) -> bool:
@@ -14,3 +20,46 @@ def pid_alive(pid: int) -> bool:
         return False
     stat_file = Path(f"/proc/{pid}/stat")
     return not (stat_file.exists() and stat_file.read_text().split(") ")[-1].startswith("Z"))
+
+
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    children = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().split(") ")[-1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            children.add(int(stat_file.parent.name))
+    return children
+
+
+def kill_once_ready(
+    script: str, args: list[str], tmp_path: Path, ready: Callable[[int], bool]
+) -> set[int]:
+    """Run `script` (Python source, the repository on its path) with `args`; once
+    `ready(its pid)`, SIGKILL it and return the pids its children had then."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, str(path), *args], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready(parent.pid):
+            assert parent.poll() is None, f"{path} ended before it was ready"
+            assert time.monotonic() < deadline, f"{path} not ready after 120 s"
+            time.sleep(0.2)
+        children = child_pids(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    return children
+
+
+def still_running_after(pids: set[int], seconds: float) -> set[int]:
+    """The `pids` still running once all are gone or `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return {pid for pid in pids if pid_alive(pid)}

@@ -6,17 +6,14 @@ runs trainings side by side (the same weights as one at a time, valid work kept 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from episode_factory import TINY_PREPARE, write_episode
-from processes import pid_alive
+from processes import child_pids, kill_once_ready, still_running_after
 from tiny_configs import shard_model_config
 
 from autoe2e import pipeline
@@ -313,41 +310,17 @@ def test_a_failing_job_raises_after_the_running_one_has_saved_its_training(
 
 
 _HOLDER = """
-import os, sys, time
+import time
 from benchmarks import quality
 
-def hold(path):
-    with open(path + ".tmp", "w") as out:
-        out.write(str(os.getpid()))
-    os.replace(path + ".tmp", path)
-    time.sleep(300)
-
 if __name__ == "__main__":
-    quality._in_parallel(2, [(hold, (sys.argv[1] + "/a",)), (hold, (sys.argv[1] + "/b",))])
+    quality._in_parallel(2, [(time.sleep, (300,)), (time.sleep, (300,))])
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
 def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(tmp_path: Path) -> None:
     """A rerun under --keep must not meet a worker of the killed run still writing its folder."""
-    script = tmp_path / "holder.py"
-    script.write_text(_HOLDER)
-    root = str(Path(__file__).resolve().parents[1])
-    parent = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)], env={**os.environ, "PYTHONPATH": root}
-    )
-    try:
-        pid_files = [tmp_path / "a", tmp_path / "b"]
-        deadline = time.monotonic() + 120
-        while not all(p.exists() for p in pid_files) and time.monotonic() < deadline:
-            assert parent.poll() is None, "the benchmark process ended early"
-            time.sleep(0.2)
-        workers = [int(p.read_text()) for p in pid_files]
-        assert all(pid_alive(pid) for pid in workers)
-    finally:
-        parent.kill()
-        parent.wait()
-    deadline = time.monotonic() + 30
-    while any(pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(pid_alive(pid) for pid in workers)
+    # two workers and the spawn context's resource tracker
+    workers = kill_once_ready(_HOLDER, [], tmp_path, lambda pid: len(child_pids(pid)) >= 3)
+    assert still_running_after(workers, 30) == set()

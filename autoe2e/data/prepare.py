@@ -19,7 +19,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +31,7 @@ from autoe2e.data.scenarios import read_episode_events
 from autoe2e.data.schema import SCHEMA_VERSION
 from autoe2e.data.shards import file_parts, plan_shards, read_parquet_bytes, serialise
 from autoe2e.data.validate import validate_shard
+from autoe2e.workers import worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def prepare_dataset(
     workers = max(1, min(max_workers, len(episode_uris)))
     config = with_camera_threads(config, (os.cpu_count() or 1) // workers)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             outcomes = list(
                 pool.map(_prepare_or_quarantine, episode_uris, [config] * len(episode_uris))
             )

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -43,6 +42,7 @@ from autoe2e.data.prepare import (
 from autoe2e.data.scenarios import read_episode_events
 from autoe2e.data.schema import FRAME_SCHEMA, SAMPLE_SCHEMA, SCHEMA_VERSION
 from autoe2e.data.shards import read_parquet_bytes
+from autoe2e.workers import worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ def prepare_staged(
     run_config = with_camera_threads(config, (os.cpu_count() or 1) // workers)
     args = (listing.episode_uris, listing.fingerprints, [run_config] * count, [staging_uri] * count)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             folders = list(pool.map(stage_episode, *args))
     else:
         folders = list(map(stage_episode, *args))

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from autoe2e.synthetic.scene import (
 )
 from autoe2e.synthetic.world import Billboards, build_world
 from autoe2e.video.encode import Mp4Writer
+from autoe2e.workers import worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ def generate_episodes(out_root: str | Path, config: GenerateConfig, workers: int
     if workers == 1:
         ids = [generate_episode(out_root, i, config) for i in indices]
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(workers, context=get_context("spawn")) as pool:
             futures = [pool.submit(generate_episode, out_root, i, config) for i in indices]
             ids = [f.result() for f in futures]
     frames = (
