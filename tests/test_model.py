@@ -153,6 +153,28 @@ def test_jepa_gradient_reaches_backbone_only_without_stop_gradient(stop_gradient
     )
 
 
+def test_planner_trains_the_history_encoder_when_asked_and_never_the_predictor() -> None:
+    """`planner_trains_history`: the trajectory loss reaches the world model's frame encoder
+    (which the test above shows it does not by default), and nothing else of the world model."""
+    torch.manual_seed(0)
+    model = AutoE2E(tiny_model_config(planner_trains_history=True))
+    # zero-initialised at the planner's output and at its history input: perturb both
+    torch.nn.init.normal_(model.planner.head[1].weight, std=0.01)
+    torch.nn.init.normal_(model.planner.history_proj.weight, std=0.01)
+    batch = make_batch(model.cfg)
+    out = model(batch)
+    trajectory_l1(out.trajectory, batch["future_trajectory"], batch["trajectory_valid"]).backward()
+    world = model.world_model
+    for encoder in (world.view_proj, world.frame_out):
+        assert all(float(p.grad.abs().sum()) > 0.0 for p in encoder.parameters())
+    assert all(p.grad is None for p in world.predictors.parameters())
+    # zeroed history at test: no path from the loss into the encoder
+    model.zero_grad(set_to_none=True)
+    out = model(batch, history_off=True)
+    trajectory_l1(out.trajectory, batch["future_trajectory"], batch["trajectory_valid"]).backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in world.parameters())
+
+
 def test_target_encoder_is_excluded_from_training(model: AutoE2E) -> None:
     trainable = {id(p) for p in model.trainable_parameters()}
     assert all(id(p) not in trainable for p in model.target.parameters())

@@ -76,6 +76,14 @@ class ModelConfig:
     #: against 0.330 / 0.455 detached (world model off 0.350 / 0.470), for 1.65-1.77x the step time
     #: (`benchmarks/model.py`); `benchmarks/quality-log.md`.
     stop_gradient_world_model: bool = True
+    #: True: the planner's loss also trains the world model's frame encoder, through the visual
+    #: history it plans with (the backbone stays as `stop_gradient_world_model` says), so the
+    #: history is shaped for planning as well as for predicting the future features. False: the
+    #: history reaches the planner detached, shaped by the JEPA loss alone. Measured on the quality
+    #: benchmark (world 8 of the later pull-out, two training seeds, val): the history then reads
+    #: the side-road bus worse (probe 0.679 vs 0.923 detached) and is spent on the far steps
+    #: (`benchmarks/quality-log.md`), so it stays off.
+    planner_trains_history: bool = False
     #: Trained baselines that share everything else with the model: "no_camera" gives the
     #: planner no camera information (map + ego history), "ego_only" neither cameras nor map
     #: (ego history alone, the "ego status is all you need" baseline). Both need

@@ -145,12 +145,13 @@ class AutoE2E(nn.Module):
 
         `history_keep` `[B]` bool (training, `TrainConfig.history_dropout`): the samples whose
         history the planner sees; the others get zeros, as with `history_off`. The
-        history reaches the planner detached, as features the JEPA loss keeps reshaping; without
-        dropout the planner came to lean on them in place of its own current-frame path
-        (zeroing the history at test cost +0.87 m) and ended worse than the same planner with
-        no history at all (quality benchmark world 7, test ADE@3s 0.572 vs 0.487 m). With half
-        the samples planned without it, the current-frame path has to carry the plan and the
-        history adds to it: 0.485 (residual history), 0.458 with history_fusion="fused".
+        history reaches the planner detached (unless `planner_trains_history`), as features the
+        JEPA loss keeps reshaping; without dropout the planner came to lean on them in place of
+        its own current-frame path (zeroing the history at test cost +0.87 m) and ended worse
+        than the same planner with no history at all (quality benchmark world 7, test ADE@3s
+        0.572 vs 0.487 m). With half the samples planned without it, the current-frame path has
+        to carry the plan and the history adds to it: 0.485 (residual history), 0.458 with
+        history_fusion="fused".
         """
         cfg = self.cfg
         images, camera_index, map_raster, map_valid, ego = self.reactive_inputs(batch)
@@ -171,7 +172,7 @@ class AutoE2E(nn.Module):
         else:
             visual_history = current.new_zeros(b, cfg.visual_history_dim)
             prediction = anchor = None
-        planner_history = visual_history.detach()
+        planner_history = visual_history if cfg.planner_trains_history else visual_history.detach()
         if history_off:
             planner_history = torch.zeros_like(planner_history)
         elif history_keep is not None:
