@@ -3,6 +3,7 @@ exactly the weights of an uninterrupted run; a checkpoint of other settings is r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -19,8 +20,9 @@ from mlflow_server import mlflow_server
 from tiny_configs import shard_model_config
 
 from autoe2e import pipeline
-from autoe2e.config import ModelConfig, to_dict
+from autoe2e.config import ModelConfig, TrainConfig, to_dict
 from autoe2e.model.checkpoint import read_checkpoint
+from autoe2e.training.checkpointing import config_differences, identity
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SETS = {
@@ -223,3 +225,16 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_gets_log_lines(manifest, tmp_
     piped = _run(_command(manifest, tmp_path / "pipe", checkpoint_every_steps=0, max_steps=4))
     assert piped.returncode == 0
     assert "samples_s=" not in piped.stderr and "step 4" in piped.stderr
+
+
+def test_a_checkpoint_from_before_a_new_config_field_resumes_as_its_default() -> None:
+    """Upgrading the code must not strand a half-finished run: a field its checkpoint lacks
+    (added since) counts as the field's default, the behaviour from before the field existed."""
+    current = identity(ModelConfig(), TrainConfig())
+    stored = copy.deepcopy(current)
+    del stored["model"]["planner_trains_history"], stored["train"]["jepa_target"]
+    assert config_differences(stored, current) == []
+    changed = identity(ModelConfig(planner_trains_history=True), TrainConfig())
+    assert config_differences(stored, changed) == [
+        "model.planner_trains_history: checkpoint=False now=True"
+    ]

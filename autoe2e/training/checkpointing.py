@@ -50,12 +50,19 @@ def identity(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`section.field: checkpoint=... now=...` for every setting that differs.
+
+    A field the stored identity lacks was added to the config after the checkpoint was written;
+    it counts as its default, because a new field's default keeps the behaviour from before it
+    existed (so upgrading the code does not strand a half-finished run).
+    """
     out = []
-    for section in ("model", "train"):
+    for section, defaults in (("model", to_dict(ModelConfig())), ("train", to_dict(TrainConfig()))):
         a, b = stored.get(section, {}), current[section]
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                out.append(f"{section}.{key}: checkpoint={a.get(key)!r} now={b.get(key)!r}")
+            was = a[key] if key in a else defaults.get(key)
+            if was != b.get(key):
+                out.append(f"{section}.{key}: checkpoint={was!r} now={b.get(key)!r}")
     return out
 
 
