@@ -49,7 +49,13 @@ def worker_pool(
     setup_args: tuple[Any, ...] = (),
 ) -> ProcessPoolExecutor:
     """A `ProcessPoolExecutor` whose workers stop with this process; `setup(*setup_args)` runs
-    in each worker after that (a module-level function, so spawned workers can import it)."""
+    in each worker after that (a module-level function, so spawned workers can import it).
+
+    The kernel signals a worker when the *thread* that started it ends. Workers start in the
+    thread that submits (a replacement for a dead one in the pool's manager thread, which lives
+    as long as the pool): use the pool in a `with` block in that thread, as every caller here
+    does, not from a short-lived thread that hands it on.
+    """
     return ProcessPoolExecutor(
         max_workers,
         mp_context=context,
