@@ -25,7 +25,7 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 
 
-def exit_with_parent(parent: int) -> None:
+def _exit_with_parent(parent: int) -> None:
     """Have this process get SIGTERM when `parent` (its parent) dies; exit now if it already has."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -36,7 +36,7 @@ def exit_with_parent(parent: int) -> None:
 def _start_worker(
     parent: int, setup: Callable[..., None] | None, setup_args: tuple[Any, ...]
 ) -> None:
-    exit_with_parent(parent)
+    _exit_with_parent(parent)
     if setup is not None:
         setup(*setup_args)
 
@@ -64,4 +64,4 @@ def worker_pool(
     )
 
 
-__all__ = ["exit_with_parent", "worker_pool"]
+__all__ = ["worker_pool"]

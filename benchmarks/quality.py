@@ -275,7 +275,7 @@ def _train_one(
     return result.checkpoint_uri, seconds
 
 
-def _start_worker(threads: int) -> None:
+def _set_worker_threads(threads: int) -> None:
     torch.set_num_threads(threads)  # the parent's count: the same floats as a serial run
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
 
@@ -299,7 +299,7 @@ def _in_parallel(jobs: int, calls: list[tuple[Callable[..., Any], tuple[Any, ...
     # Workers stop if this process is killed, instead of training on (up to ~20 min) beside a
     # --keep rerun that resumes the same run folder (`autoe2e.workers`).
     with worker_pool(
-        jobs, context=context, setup=_start_worker, setup_args=(torch.get_num_threads(),)
+        jobs, context=context, setup=_set_worker_threads, setup_args=(torch.get_num_threads(),)
     ) as pool:
         futures = {pool.submit(calls[i][0], *calls[i][1]): i for i in order}
         try:

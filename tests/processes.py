@@ -18,21 +18,26 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    stat_file = Path(f"/proc/{pid}/stat")
-    return not (stat_file.exists() and stat_file.read_text().split(") ")[-1].startswith("Z"))
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return not (fields and fields[0] == "Z")
 
 
 def child_pids(pid: int) -> set[int]:
     """The processes whose parent is `pid` (Linux /proc)."""
-    children = set()
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().split(") ")[-1].split()
-        except OSError:  # it ended while we looked
-            continue
-        if int(fields[1]) == pid:
-            children.add(int(stat_file.parent.name))
-    return children
+    return {
+        int(stat_file.parent.name)
+        for stat_file in Path("/proc").glob("[0-9]*/stat")
+        if (fields := _stat_fields(stat_file)) and int(fields[1]) == pid
+    }
+
+
+def _stat_fields(stat_file: Path) -> list[str]:
+    """The fields of a /proc/PID/stat after the command name (state, parent pid, ...); none
+    when the process is gone. The name is in parentheses and may itself hold spaces."""
+    try:
+        return stat_file.read_text().rsplit(") ", 1)[-1].split()
+    except OSError:
+        return []
 
 
 def kill_once_ready(
