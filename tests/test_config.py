@@ -35,6 +35,7 @@ def test_file_then_overrides(tmp_path) -> None:
         (TrainConfig, "precision=fp16", "precision"),
         (TrainConfig, "lr=0", "lr"),
         (TrainConfig, "history_dropout=1.0", "history_dropout"),
+        (TrainConfig, 'history_loss="both"', "history_loss"),
         (PrepareConfig, "history_offsets_s=[-3.0, -1.0]", "history_offsets_s"),
         (PrepareConfig, "future_offsets_s=[0.05]", "future_offsets_s"),
         (GenerateConfig, "image_width=15", "image_width"),

@@ -242,6 +242,26 @@ def test_history_keep_zeroes_the_whole_history_of_the_other_samples() -> None:
     torch.testing.assert_close(out.jepa_prediction, model(batch).jepa_prediction)
 
 
+def test_plan_without_history_is_the_zeroed_plan_of_the_same_pass() -> None:
+    """`history_loss="paired"` trains on both plans of one pass: the second is exactly what
+    the model plans with its history zeroed, the first what it plans with it."""
+    torch.manual_seed(0)
+    model = AutoE2E(tiny_model_config())
+    torch.nn.init.normal_(model.planner.history_proj.weight)  # give the history an influence
+    torch.nn.init.normal_(model.planner.head[1].weight, std=0.1)  # (both are zero-initialised)
+    model.eval()
+    batch = make_batch(model.cfg, b=4)
+    out = model(batch, plan_without_history=True)
+    torch.testing.assert_close(out.trajectory, model(batch).trajectory)
+    torch.testing.assert_close(
+        out.trajectory_without_history, model(batch, history_off=True).trajectory
+    )
+    assert not torch.allclose(out.trajectory, out.trajectory_without_history)
+    assert model(batch).trajectory_without_history is None
+    off = AutoE2E(tiny_model_config(use_world_model=False)).eval()
+    assert off(batch, plan_without_history=True).trajectory_without_history is None  # no history
+
+
 def test_untrained_head_gives_the_kinematic_prior() -> None:
     """Zero-initialised head: with zero yaw rate the output is exactly constant velocity."""
     model = AutoE2E(tiny_model_config())

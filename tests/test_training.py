@@ -15,8 +15,9 @@ from autoe2e.model import AutoE2E, TargetEncoder, load_model
 from autoe2e.splits import split_episodes
 from autoe2e.training import TrainingError, train
 from autoe2e.training.losses import jepa_l1, jepa_l1_per_step, time_weights, trajectory_l1
+from autoe2e.training.metrics import MetricsWindow
 from autoe2e.training.schedule import lr_factor, progress
-from autoe2e.training.step import history_keep_mask
+from autoe2e.training.step import forward_backward, history_keep_mask
 
 torch.set_num_threads(2)
 
@@ -91,6 +92,33 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
         split_episodes(["a", "b"], 0.2, 0.2)
     with pytest.raises(ValueError, match="unique"):
         split_episodes(["a", "a", "b"], 0.2, 0.2)
+
+
+def test_paired_history_loss_is_the_mean_of_both_plans_of_every_sample() -> None:
+    """With `history_loss="paired"` every sample is planned with and without its history and
+    the trajectory term is the mean of the two losses; the dropout draw is not used."""
+    torch.manual_seed(0)
+    model = AutoE2E(tiny_model_config())
+    torch.nn.init.normal_(model.planner.history_proj.weight)  # give the history an influence
+    torch.nn.init.normal_(model.planner.head[1].weight, std=0.1)
+    model.eval()  # fixed BatchNorm statistics: the passes below differ only by the history
+    shards = FakeShards(model.cfg, None)
+    batch = torch.utils.data.default_collate([shards[i] for i in range(0, 36, 4)])
+    window = MetricsWindow(model.cfg.future_steps)
+    train_cfg = TrainConfig(history_loss="paired", history_dropout=0.5, jepa_weight=0.0)
+    terms = forward_backward(model, model, batch, train_cfg, None, window)
+
+    def l1(plan: torch.Tensor) -> float:
+        target, valid = batch["future_trajectory"], batch["trajectory_valid"]
+        return float(trajectory_l1(plan, target, valid))
+
+    with torch.no_grad():
+        full, none = l1(model(batch).trajectory), l1(model(batch, history_off=True).trajectory)
+    assert full != pytest.approx(none)
+    assert terms["traj_l1"] == pytest.approx(0.5 * (full + none), rel=1e-5)
+    # the same batch under dropout plans each sample once, half of them without history
+    dropout = forward_backward(model, model, batch, TrainConfig(jepa_weight=0.0), None, window)
+    assert dropout["traj_l1"] != pytest.approx(terms["traj_l1"])
 
 
 def test_history_dropout_mask_is_a_function_of_the_sample_and_epoch() -> None:

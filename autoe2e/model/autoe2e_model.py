@@ -27,6 +27,9 @@ class ModelOutput:
     #: the current frame's target features the prediction starts from [B, V, C, g, g]; also the
     #: "copy the last frame" null predictor, so evaluation does not encode the frame again
     jepa_anchor: torch.Tensor | None = None
+    #: the same samples planned with the visual history zeroed [B, T, 2] (training with
+    #: `TrainConfig.history_loss="paired"`); None unless asked for
+    trajectory_without_history: torch.Tensor | None = None
 
 
 def _expect(batch: dict[str, Any], key: str, shape: tuple[int | None, ...]) -> torch.Tensor:
@@ -139,6 +142,7 @@ class AutoE2E(nn.Module):
         *,
         history_off: bool = False,
         history_keep: torch.Tensor | None = None,
+        plan_without_history: bool = False,
     ) -> ModelOutput:
         """`history_off` zeroes the visual history the planner sees (a test-time ablation:
         what the world model's history contributes); the JEPA prediction is unaffected.
@@ -152,6 +156,10 @@ class AutoE2E(nn.Module):
         0.572 vs 0.487 m). With half the samples planned without it, the current-frame path has
         to carry the plan and the history adds to it: 0.485 (residual history), 0.458 with
         history_fusion="fused".
+
+        `plan_without_history` (training, `TrainConfig.history_loss="paired"`): also plan every
+        sample with the history zeroed (`ModelOutput.trajectory_without_history`), from the
+        same backbone features; with the world model off there is no history to drop.
         """
         cfg = self.cfg
         images, camera_index, map_raster, map_valid, ego = self.reactive_inputs(batch)
@@ -180,7 +188,11 @@ class AutoE2E(nn.Module):
         trajectory = self.planner(
             current, camera_index, map_raster, map_valid, ego, planner_history
         )
-        return ModelOutput(trajectory, visual_history, prediction, anchor)
+        without = None
+        if plan_without_history and cfg.use_world_model:
+            blank = torch.zeros_like(planner_history)
+            without = self.planner(current, camera_index, map_raster, map_valid, ego, blank)
+        return ModelOutput(trajectory, visual_history, prediction, anchor, without)
 
     def _visual_history(
         self,

@@ -62,15 +62,26 @@ def forward_backward(
     `epoch` is part of the history-dropout draw (`history_keep_mask`).
     """
     device = batch["future_trajectory"].device
-    keep = history_keep_mask(batch, cfg, epoch)
+    paired = cfg.history_loss == "paired"
+    keep = None if paired else history_keep_mask(batch, cfg, epoch)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        out = model(batch, history_keep=None if keep is None else keep.to(device))
-    traj = trajectory_l1(
-        out.trajectory.float(),
-        batch["future_trajectory"].float(),
-        batch["trajectory_valid"],
-        cfg.trajectory_time_weighting,
-    )
+        out = model(
+            batch,
+            history_keep=None if keep is None else keep.to(device),
+            plan_without_history=paired,
+        )
+
+    def plan_l1(plan: torch.Tensor) -> torch.Tensor:
+        return trajectory_l1(
+            plan.float(),
+            batch["future_trajectory"].float(),
+            batch["trajectory_valid"],
+            cfg.trajectory_time_weighting,
+        )
+
+    traj = plan_l1(out.trajectory)
+    if out.trajectory_without_history is not None:  # "paired": the mean of both plans' losses
+        traj = 0.5 * (traj + plan_l1(out.trajectory_without_history))
     loss, jepa = traj, torch.zeros((), device=device)
     if core.cfg.use_world_model and cfg.jepa_weight > 0:
         targets = core.jepa_targets(batch["future_images"])
