@@ -216,15 +216,17 @@ def test_model_and_train_overrides_are_parsed_checked_and_kept_apart() -> None:
 
 
 def test_the_benchmark_trains_on_its_own_world_model_and_training_settings() -> None:
-    """Without options the benchmark is the side-road world, the world model that reads cells
-    of the stride-8 map, and the near-term-weighted trajectory loss, for every variant."""
+    """Without options the benchmark is the side-road world with the later pull-out, the world
+    model that reads cells of the stride-8 map, and the near-term-weighted trajectory loss with
+    every sample planned with and without the history, for every variant."""
     world = quality.world_config(7, 150)
     assert world.junction_probability == quality.BENCHMARK_WORLD["junction_probability"]
     assert quality.world_config(7, 150, {"junction_probability": 0.3}).junction_probability == 0.3
     model = quality.model_config()
     assert (model.name, model.world_model_frames, model.world_model_stage) == ("demo", "cells", 2)
     train = quality.train_config(7, 1000)
-    assert train.trajectory_time_weighting == "linear"
+    assert (train.trajectory_time_weighting, train.history_loss) == ("linear", "paired")
+    assert world.junction_pull_out_lead_s == [2.0, 3.0]
     assert (train.seed, train.split_seed, train.max_steps) == (7, 7, 1000)
 
 
