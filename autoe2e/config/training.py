@@ -21,14 +21,15 @@ class TrainConfig:
     warmup_steps: int = 20
     jepa_weight: float = 0.2
     #: Probability that a training sample's visual history is zeroed before the planner sees it
-    #: (whole history, per sample; never at evaluation). See AutoE2E.forward for why.
+    #: (whole history, per sample; never at evaluation; only with history_loss="dropout").
+    #: See AutoE2E.forward for why.
     history_dropout: float = 0.5
     #: How the planner learns to plan both with and without the history. "dropout": each
     #: sample's history is zeroed with probability `history_dropout` (one plan per sample).
     #: "paired": every sample is planned twice, with its history and with it zeroed, and the
     #: trajectory loss is the mean of the two (`history_dropout` unused): both plans learn
     #: from every sample, so the planner's own camera path is not trained on a fraction of
-    #: the data only. Costs one more pass of the planner's small head per sample.
+    #: the data only. Costs a second pass of the planner (not of the backbone) per sample.
     history_loss: str = "dropout"
     #: "none" = plain mean L1 over the 64 steps; "linear" = step k of T weighted (T - k + 1) / T
     #: (1 at 0.1 s down to 1/T at 6.4 s). Errors in metres grow with the horizon, so the plain
